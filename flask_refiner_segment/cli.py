@@ -1,0 +1,121 @@
+"""``flask refiner-segment ...`` commands."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import click
+import redis
+from flask.cli import AppGroup
+
+from . import delivery
+from . import queue as _queue
+from .extension import _get_state
+
+cli = AppGroup("refiner-segment", help="Deliver survey responses to Segment.")
+
+_workspace_option = click.option(
+    "--workspace", "workspace_id", default=None, help="Workspace id (default: all)."
+)
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
+@click.option(
+    "--simple",
+    is_flag=True,
+    help="Run jobs in the worker process instead of forking one per job.",
+)
+def worker(burst: bool, simple: bool) -> None:
+    """Run an RQ worker with its scheduler, inside the app context.
+
+    On start it recovers deliveries whose job was lost (like ``requeue``) and
+    schedules the periodic sweep.
+    """
+    from rq import SimpleWorker
+    from rq import Worker
+
+    state = _get_state()
+    pool = state.redis.connection_pool
+    # A connection of its own: RQ raises its socket timeout for blocking pops.
+    connection = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **dict(pool.connection_kwargs)
+        )
+    )
+    queue = _queue.make_queue(state, connection)
+    try:
+        recovered = delivery.requeue(state)
+        _queue.schedule_sweep(state, queue)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis is unavailable at {_safe_url(state.redis_url)}: {exc}") from None
+    if recovered["released"]:
+        click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
+    # Forked job processes must not share the parent's database connections.
+    state.db.engine.dispose()
+    worker_class = SimpleWorker if simple else Worker
+    rq_worker = worker_class([queue], connection=connection)
+    rq_worker.work(burst=burst, with_scheduler=True)
+
+
+@cli.command()
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also release deliveries claimed by a worker that may still be running.",
+)
+def requeue(force: bool) -> None:
+    """Re-enqueue deliveries whose job was lost (Redis flushed, worker killed)."""
+    state = _get_state()
+    try:
+        result = delivery.requeue(state, force=force)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis is unavailable: {exc}") from None
+    click.echo(
+        f"Released {result['released']} stale deliveries; queued delivery for"
+        f" {result['workspaces']} workspace(s)."
+    )
+
+
+@cli.command("retry-failed")
+@_workspace_option
+def retry_failed(workspace_id: str | None) -> None:
+    """Give failed deliveries a new retry window and queue them."""
+    n = delivery.retry_failed(_get_state(), workspace_id)
+    click.echo(f"Queued {n} failed deliveries again.")
+
+
+@cli.command()
+@_workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(workspace_id: str | None, as_json: bool) -> None:
+    """Count deliveries per status."""
+    counts = delivery.counts(_get_state(), workspace_id)
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    for name, n in counts.items():
+        click.echo(f"{name:8} {n}")
+
+
+@cli.command("send-test")
+@_workspace_option
+def send_test(workspace_id: str | None) -> None:
+    """Send a test event to Segment now and print its answer."""
+    try:
+        result = delivery.send_test(_get_state(), workspace_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    code = result.status_code if result.status_code is not None else "no answer"
+    click.echo(f"Segment answered: {code} {result.error or 'OK'}")
+    if result.body:
+        click.echo(result.body)
+    if result.outcome != "ok":
+        raise SystemExit(1)
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"

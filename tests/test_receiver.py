@@ -1,0 +1,191 @@
+"""The survey_completed receiver: durable record, no host transaction, skip reasons."""
+
+from __future__ import annotations
+
+import decimal
+import logging
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from rq import Queue
+
+from . import hostapp
+from .conftest import completion
+from .conftest import free_port
+from .conftest import run_worker
+from .conftest import send_completion
+
+
+def deliveries(app: t.Any) -> list[t.Any]:
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        return list(
+            state.db.session.execute(
+                sa.select(state.models.Delivery).order_by(state.models.Delivery.id)
+            ).scalars()
+        )
+
+
+def queued_jobs(app: t.Any, redis_conn: t.Any) -> int:
+    state = app.extensions["refiner_segment"]
+    return len(Queue(state.config.queue, connection=redis_conn))
+
+
+def test_records_pending_and_queues_one_job(app, redis_conn):
+    for n in range(5):
+        send_completion(app, n)
+    rows = deliveries(app)
+    assert [r.status for r in rows] == ["pending"] * 5
+    assert [r.response_id for r in rows] == [f"r-{n}" for n in range(5)]
+    assert all(r.payload and r.content_hash for r in rows)
+    # One drain job for the burst, not one per completion.
+    assert queued_jobs(app, redis_conn) == 1
+
+
+def test_host_transaction_untouched(app):
+    db = app.extensions["test_db"]
+    state = app.extensions["refiner_segment"]
+    table = sa.Table("host_note", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    with app.app_context():
+        table.create(db.engine)
+    try:
+        with app.test_request_context():
+            db.session.execute(table.insert().values(id=1))
+            hostapp.survey_completed.send(app, **completion(1))
+            # The receiver neither committed nor rolled back the host's work.
+            assert db.session.in_transaction()
+            db.session.rollback()
+            assert db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+        assert [r.status for r in deliveries(app)] == ["pending"]
+    finally:
+        with app.app_context():
+            table.drop(db.engine)
+    assert state is not None
+
+
+def test_same_content_once_edit_again(app):
+    send_completion(app, 1)
+    send_completion(app, 1)
+    send_completion(app, 1, answers={"how_likely": 3})
+    rows = deliveries(app)
+    assert len(rows) == 2
+    assert rows[0].content_hash != rows[1].content_hash
+
+
+@pytest.mark.parametrize("user_id", [None, ""])
+def test_missing_user_id_is_skipped(app, redis_conn, caplog, user_id):
+    caplog.set_level(logging.INFO, "flask_refiner_segment")
+    send_completion(app, 1, user_id=user_id)
+    (row,) = deliveries(app)
+    assert row.status == "skipped"
+    assert "user_id" in row.reason
+    assert row.payload is None
+    assert queued_jobs(app, redis_conn) == 0
+    assert "user_id" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"response": {"completed_at": None, "answers": {}}}, "id"),
+        ({"response": {"id": "r-1", "answers": ["not", "a", "mapping"]}}, "answers"),
+    ],
+)
+def test_invalid_completion_is_recorded_failed(app, redis_conn, change, reason):
+    kwargs = {**completion(1), **change}
+    with app.test_request_context():
+        hostapp.survey_completed.send(app, **kwargs)
+    (row,) = deliveries(app)
+    assert row.status == "failed"
+    assert row.reason.startswith("invalid completion:")
+    assert reason in row.reason
+    assert queued_jobs(app, redis_conn) == 0
+
+
+def test_int_user_id_sent_as_str(app):
+    send_completion(app, 1, user_id=123)
+    (row,) = deliveries(app)
+    assert row.user_id == "123"
+    assert '"user_id":"123"' in row.payload
+
+
+def test_unsupported_value_converted_and_logged_once(app, caplog):
+    class Odd:
+        def __str__(self) -> str:
+            return "odd!"
+
+    caplog.set_level(logging.WARNING, "flask_refiner_segment")
+    send_completion(app, 1, answers={"a": Odd(), "b": decimal.Decimal("1.5")})
+    send_completion(app, 2, answers={"a": Odd()})
+    rows = deliveries(app)
+    assert '"odd!"' in rows[0].payload and "1.5" in rows[0].payload
+    assert caplog.text.count("Odd") == 1
+
+
+def _app_without_key(app_config, **extra):
+    return hostapp.create_app({**app_config, "REFINER_SEGMENT_WRITE_KEY": None, **extra})
+
+
+def test_no_write_key_skips(app_config, redis_conn):
+    app = _app_without_key(app_config)
+    send_completion(app, 1)
+    (row,) = deliveries(app)
+    assert (row.status, row.reason) == ("skipped", "no Segment write key configured")
+    assert queued_jobs(app, redis_conn) == 0
+    with app.app_context():
+        app.extensions["test_db"].drop_all()
+
+
+def test_disabled_and_unselected_surveys_skip(app, redis_conn):
+    state = app.extensions["refiner_segment"]
+    from flask_refiner_segment import workspaces
+
+    with app.app_context():
+        row = workspaces.get_or_create(state, state.db.session, "default")
+        row.surveys = ["other-survey"]
+        state.db.session.commit()
+    send_completion(app, 1)
+    with app.app_context():
+        row = workspaces.get_or_create(state, state.db.session, "default")
+        row.surveys = None
+        row.enabled = False
+        state.db.session.commit()
+    send_completion(app, 2)
+    reasons = [r.reason for r in deliveries(app)]
+    assert reasons == ["survey 'nps-2026' is not selected to send", "integration disabled"]
+    assert queued_jobs(app, redis_conn) == 0
+
+
+def test_redis_down_keeps_delivery_then_requeue_delivers(app_config, redis_conn, segment, redis_url):
+    down = hostapp.create_app(
+        {**app_config, "REFINER_SEGMENT_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    )
+    send_completion(down, 1)
+    send_completion(down, 2)
+    assert [r.status for r in deliveries(down)] == ["pending", "pending"]
+    # Redis is back (same database, a working URL): requeue, then a worker.
+    up = hostapp.create_app(app_config)
+    with up.app_context():
+        assert up.extensions["refiner_segment"].ext.requeue()["workspaces"] == 1
+    run_worker(up, redis_url)
+    assert sorted(m["type"] for m in segment.messages) == ["group", "group", "identify", "identify", "track", "track"]
+    assert [r.status for r in deliveries(up)] == ["sent", "sent"]
+
+
+def test_database_refusing_goes_through_redis(app, redis_url, segment):
+    state = app.extensions["refiner_segment"]
+    table = state.models.Delivery.__table__
+    with app.app_context():
+        table.drop(state.db.engine)
+    send_completion(app, 7)  # the INSERT fails: the completion travels through Redis
+    with app.app_context():
+        table.create(state.db.engine)
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert (row.response_id, row.status) == ("r-7", "sent")
+    assert len(segment.messages) == 3
+
+
+def test_signal_outside_app_context_does_not_raise(app):
+    hostapp.survey_completed.send(None, **completion(1))
