@@ -313,6 +313,7 @@ def send_test(state: _State, workspace_id: str | None = None) -> SendResult:
         client.close()
     if result.outcome == "ok" and settings.paused:
         workspaces.clear_rejected(state, ws)
+        _queue.kick(state, ws)  # the deliveries that waited go now
     elif result.outcome == "unauthorized":
         workspaces.mark_rejected(state, ws, settings.write_key, result.error)
     return result

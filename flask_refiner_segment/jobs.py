@@ -106,8 +106,9 @@ class _Drain:
 
     def run(self) -> dict[str, int]:
         state, ws = self.state, self.workspace_id
-        # Completions recorded from now on kick a new job.
-        self.queue.connection.delete(_queue.kick_key(ws))
+        # Completions recorded from now on kick a new job, and a later retry
+        # gets scheduled anew.
+        self.queue.connection.delete(_queue.kick_key(ws), _queue.retry_key(ws))
         settings = workspaces.load(state, ws, fresh=True)
         if not settings.enabled or not settings.write_key or settings.paused:
             logger.info(
@@ -226,6 +227,8 @@ class _Drain:
     def _fail(
         self, rows: list[sa.Row[t.Any]], reason: str, code: int | None, *, mark: bool = True
     ) -> None:
+        if not rows:
+            return
         if mark:
             delivery.mark_failed(self.state, [row.id for row in rows], reason, code)
         self.stats["failed"] += len(rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import typing as t
 
 import redis
@@ -94,14 +95,18 @@ def schedule_retry(state: _State, queue: Queue, workspace_id: str, when: dt.date
     from .jobs import deliver
 
     connection = queue.connection
-    stamp = when.replace(tzinfo=dt.timezone.utc).timestamp()
+    # RQ's scheduler works in whole seconds: round up, never run early.
+    stamp = float(math.ceil(when.replace(tzinfo=dt.timezone.utc).timestamp()))
     current = connection.get(retry_key(workspace_id))
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     if current is not None and now <= float(current) <= stamp:
         return
     connection.set(retry_key(workspace_id), str(stamp), ex=max(1, int(stamp - now) + 60))
     queue.enqueue_at(
-        when.replace(tzinfo=dt.timezone.utc), deliver, workspace_id, **_job_options(state)
+        dt.datetime.fromtimestamp(stamp, dt.timezone.utc),
+        deliver,
+        workspace_id,
+        **_job_options(state),
     )
 
 

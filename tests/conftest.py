@@ -189,16 +189,41 @@ def app_config(
     }
 
 
+@pytest.fixture(autouse=True)
+def _push_request_context() -> None:
+    """Turn off pytest-flask's request context around every test.
+
+    A context pushed for a whole test keeps one ``db.session`` alive across the
+    contexts the code under test pushes (Flask-SQLAlchemy's docs warn about it),
+    which hides session bugs and holds PostgreSQL locks. Tests push contexts
+    where they need them; pytest-flask's ``client`` fixture still works.
+    """
+
+
 @pytest.fixture
-def app(app_config: dict[str, t.Any]) -> t.Iterator[Flask]:
-    app = hostapp.create_app(app_config)
-    yield app
-    db = app.extensions["test_db"]
-    with app.app_context():
-        db.session.remove()
-        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-            db.drop_all()
-        db.engine.dispose()
+def make_app(app_config: dict[str, t.Any]) -> t.Iterator[t.Callable[..., Flask]]:
+    """Build host apps on the test's database; ``make_app(KEY=value)`` overrides config."""
+    apps: list[Flask] = []
+
+    def make(**overrides: t.Any) -> Flask:
+        app = hostapp.create_app({**app_config, **overrides})
+        apps.append(app)
+        return app
+
+    yield make
+    for index, app in enumerate(apps):
+        db = app.extensions["test_db"]
+        with app.app_context():
+            db.session.remove()
+            if index == 0 and app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+                db.drop_all()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: t.Callable[..., Flask]) -> Flask:
+    """A host app (tests/hostapp.py) wired to the real parts."""
+    return make_app()
 
 
 def completion(
@@ -261,7 +286,7 @@ def drain(app: Flask, redis_url: str, until: t.Callable[[], bool], timeout: floa
         if until():
             return
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the timeout")
+            raise AssertionError(f"condition not met before the timeout: {until()}")
         time.sleep(0.2)
 
 

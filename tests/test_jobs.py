@@ -13,7 +13,6 @@ from flask_refiner_segment import delivery_failed
 from flask_refiner_segment import delivery_succeeded
 from flask_refiner_segment.standin import serve
 
-from . import hostapp
 from .conftest import drain
 from .conftest import free_port
 from .conftest import run_worker
@@ -88,11 +87,9 @@ def test_retry_after_is_honoured(app, segment, redis_url):
     drain(app, redis_url, lambda: statuses(app) == {"sent": 1})
 
 
-def test_connection_refused_then_server_starts(app_config, segment, redis_url):
+def test_connection_refused_then_server_starts(make_app, segment, redis_url):
     port = free_port()
-    app = hostapp.create_app(
-        {**app_config, "REFINER_SEGMENT_API_HOST": f"http://127.0.0.1:{port}"}
-    )
+    app = make_app(REFINER_SEGMENT_API_HOST=f"http://127.0.0.1:{port}")
     send_completion(app, 1)
     run_worker(app, redis_url)
     (row,) = deliveries(app)
@@ -167,8 +164,8 @@ def test_401_pauses_and_send_test_resumes(app, segment, redis_url):
     drain(app, redis_url, lambda: statuses(app) == {"sent": 2})
 
 
-def test_retry_window_gives_up(app_config, segment, redis_url):
-    app = hostapp.create_app({**app_config, "REFINER_SEGMENT_RETRY_WINDOW": 0})
+def test_retry_window_gives_up(make_app, segment, redis_url):
+    app = make_app(REFINER_SEGMENT_RETRY_WINDOW=0)
     segment.set_fault(status=500)
     send_completion(app, 1)
     run_worker(app, redis_url)
@@ -190,8 +187,7 @@ def test_succeeded_signal(app, segment, redis_url):
     assert got[0]["response_ids"] == ["r-1"]
 
 
-def test_batches_respect_size_limits(app_config, segment, redis_url):
-    app = hostapp.create_app(app_config)
+def test_batches_respect_size_limits(app, segment, redis_url):
     for n in range(60):
         send_completion(app, n, answers={"essay": "x" * 20_000})
     run_worker(app, redis_url)

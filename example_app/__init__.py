@@ -1,0 +1,1 @@
+"""An example survey app using flask-refiner-segment's public API only."""
