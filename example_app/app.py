@@ -18,13 +18,12 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
+from flask_refiner_segment import RefinerSegment
+from flask_refiner_segment.standin import SegmentStandIn
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-
-from flask_refiner_segment import RefinerSegment
-from flask_refiner_segment.standin import SegmentStandIn
 
 from .surveys import SURVEYS
 from .surveys import USERS
@@ -83,7 +82,9 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     else:
         # Offline: the stand-in mounted below receives the calls.
         app.config["REFINER_SEGMENT_WRITE_KEY"] = "demo-write-key-0000"
-        app.config["REFINER_SEGMENT_API_HOST"] = f"http://127.0.0.1:{port}{STANDIN_PATH}"
+        app.config["REFINER_SEGMENT_API_HOST"] = (
+            f"http://127.0.0.1:{port}{STANDIN_PATH}"
+        )
     app.config.update(config or {})
 
     db.init_app(app)

@@ -20,7 +20,10 @@ USERS: dict[str, dict[str, t.Any]] = {
     "cleo": {
         "name": "Cleo Example",
         "email": "cleo@globex.example",
-        "account": {"id": "acct-globex", "traits": {"name": "Globex", "plan": "starter"}},
+        "account": {
+            "id": "acct-globex",
+            "traits": {"name": "Globex", "plan": "starter"},
+        },
         "admin": False,
     },
 }

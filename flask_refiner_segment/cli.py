@@ -12,8 +12,10 @@ from flask.cli import AppGroup
 from . import delivery
 from . import queue as _queue
 from .extension import _get_state
+from .inbound.cli import register as _register_inbound
 
 cli = AppGroup("refiner-segment", help="Deliver survey responses to Segment.")
+_register_inbound(cli)
 
 _workspace_option = click.option(
     "--workspace", "workspace_id", default=None, help="Workspace id (default: all)."
@@ -49,7 +51,9 @@ def worker(burst: bool, simple: bool) -> None:
         recovered = delivery.requeue(state)
         _queue.schedule_sweep(state, queue)
     except redis.RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable at {_safe_url(state.redis_url)}: {exc}") from None
+        raise click.ClickException(
+            f"Redis is unavailable at {_safe_url(state.redis_url)}: {exc}"
+        ) from None
     if recovered["released"]:
         click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
     # Forked job processes must not share the parent's database connections.

@@ -117,7 +117,9 @@ class SegmentClient:
                 text = text.replace(secret, "••••")
         return text
 
-    def send(self, messages: Sequence[Mapping[str, t.Any]], *, attempt: int = 0) -> SendResult:
+    def send(
+        self, messages: Sequence[Mapping[str, t.Any]], *, attempt: int = 0
+    ) -> SendResult:
         """POST one batch; ``sentAt`` is set now, on every attempt."""
         body = json.dumps(
             {
@@ -142,30 +144,47 @@ class SegmentClient:
             )
         except requests.Timeout:
             return SendResult(
-                "retry", None, "", f"timed out after {self.timeout[1]:g}s ({self.url})",
+                "retry",
+                None,
+                "",
+                f"timed out after {self.timeout[1]:g}s ({self.url})",
                 elapsed=time.monotonic() - started,
             )
         except requests.ConnectionError as exc:
-            reason = "connection refused" if "refused" in str(exc).lower() else "connection failed"
+            reason = (
+                "connection refused"
+                if "refused" in str(exc).lower()
+                else "connection failed"
+            )
             return SendResult(
-                "retry", None, "", self._scrub(f"{reason}: {self.url}"),
+                "retry",
+                None,
+                "",
+                self._scrub(f"{reason}: {self.url}"),
                 elapsed=time.monotonic() - started,
             )
         except requests.RequestException as exc:
             return SendResult(
-                "retry", None, "", self._scrub(f"request failed ({type(exc).__name__}): {self.url}"),
+                "retry",
+                None,
+                "",
+                self._scrub(f"request failed ({type(exc).__name__}): {self.url}"),
                 elapsed=time.monotonic() - started,
             )
         status = response.status_code
         text = self._scrub(response.text[:2000])
         outcome = classify_status(status)
-        error = "" if outcome == "ok" else f"HTTP {status} {response.reason or ''}".strip()
+        error = (
+            "" if outcome == "ok" else f"HTTP {status} {response.reason or ''}".strip()
+        )
         return SendResult(
             outcome,
             status,
             text,
             error,
-            _parse_retry_after(response.headers.get("Retry-After"), self.retry_after_cap),
+            _parse_retry_after(
+                response.headers.get("Retry-After"), self.retry_after_cap
+            ),
             time.monotonic() - started,
         )
 

@@ -54,13 +54,13 @@ class SecretBox:
             ) from None
 
     def fingerprint(self, value: str) -> str:
-        """A keyed, non-reversible fingerprint, to recognise a key without storing it."""
-        return hmac.new(self._hmac_key, value.encode(), hashlib.sha256).hexdigest()[
-            :32
-        ]
+        """A keyed, non-reversible fingerprint: recognises a key without storing it."""
+        return hmac.new(self._hmac_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def make_box(encryption_key: str | t.Sequence[str] | None, secret_key: str | None) -> SecretBox:
+def make_box(
+    encryption_key: str | t.Sequence[str] | None, secret_key: str | None
+) -> SecretBox:
     """The box for an app's config: ``ENCRYPTION_KEY`` wins over ``SECRET_KEY``."""
     if isinstance(encryption_key, str):
         keys: list[str] = [encryption_key]

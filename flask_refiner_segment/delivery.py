@@ -27,8 +27,10 @@ def _table(state: _State) -> sa.Table:
     return t.cast(sa.Table, state.models.Delivery.__table__)
 
 
-def claim(state: _State, workspace_id: str, limit: int) -> list[sa.Row[t.Any]]:
-    """Lease up to ``limit`` due pending deliveries for this worker.
+def claim(
+    state: _State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
+) -> list[sa.Row[t.Any]]:
+    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
 
     Safe with several workers: the outer ``status = 'pending'`` condition is
     re-checked on rows another worker claimed meanwhile, and PostgreSQL skips
@@ -36,13 +38,14 @@ def claim(state: _State, workspace_id: str, limit: int) -> list[sa.Row[t.Any]]:
     """
     table = _table(state)
     now = utcnow()
+    due_by = now if due_by is None else min(due_by, now)
     token = uuid.uuid4().hex
     due = (
         sa.select(table.c.id)
         .where(
             table.c.workspace_id == workspace_id,
             table.c.status == models.PENDING,
-            table.c.next_attempt_at <= now,
+            table.c.next_attempt_at <= due_by,
         )
         .order_by(table.c.id)
         .limit(limit)
@@ -73,7 +76,7 @@ def claim(state: _State, workspace_id: str, limit: int) -> list[sa.Row[t.Any]]:
             .where(table.c.claim_token == token)
             .order_by(table.c.id)
         ).all()
-    return list(rows)
+    return list(rows)  # type: ignore[arg-type]
 
 
 def _update(state: _State, ids: t.Sequence[int], **values: t.Any) -> None:
@@ -131,16 +134,26 @@ def backoff(state: _State, attempts: int, retry_after: float | None) -> float:
 
 
 def mark_retry(
-    state: _State, rows: t.Sequence[sa.Row[t.Any]], result: SendResult
+    state: _State,
+    workspace_id: str,
+    rows: t.Sequence[sa.Row[t.Any]],
+    result: SendResult,
 ) -> tuple[list[int], dt.datetime]:
     """Put deliveries back as pending with a backoff, or fail those out of time.
 
-    Returns the ids that failed for good and the time of the next attempt.
+    The backoff holds for the whole workspace: Segment failing for one batch
+    fails for the next, so the other due deliveries wait too (their attempt
+    count is unchanged). Returns the ids that failed for good and the time of
+    the next attempt.
     """
     now = utcnow()
     attempts = max(row.attempts for row in rows) + 1
     next_at = now + dt.timedelta(seconds=backoff(state, attempts, result.retry_after))
-    expired = [row.id for row in rows if row.retry_until is not None and row.retry_until <= next_at]
+    expired = [
+        row.id
+        for row in rows
+        if row.retry_until is not None and row.retry_until <= next_at
+    ]
     waiting = [row.id for row in rows if row.id not in set(expired)]
     reason = f"{result.error} (retrying)"
     mark_failed(
@@ -160,6 +173,17 @@ def mark_retry(
         claim_token=None,
         lease_expires_at=None,
     )
+    table = _table(state)
+    with state.db.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(
+                table.c.workspace_id == workspace_id,
+                table.c.status == models.PENDING,
+                table.c.next_attempt_at < next_at,
+            )
+            .values(next_attempt_at=next_at)
+        )
     return expired, next_at
 
 
@@ -252,7 +276,10 @@ def retry_failed(state: _State, workspace_id: str | None = None) -> int:
         query = sa.and_(query, table.c.workspace_id == workspace_id)
     with state.db.engine.begin() as conn:
         workspace_ids = [
-            ws for (ws,) in conn.execute(sa.select(table.c.workspace_id).where(query).distinct())
+            ws
+            for (ws,) in conn.execute(
+                sa.select(table.c.workspace_id).where(query).distinct()
+            )
         ]
         n = conn.execute(
             table.update()
@@ -288,7 +315,9 @@ def send_test(state: _State, workspace_id: str | None = None) -> SendResult:
         "survey": {"id": "refiner-segment-test", "name": "Test event", "questions": []},
         "response": {
             "id": f"test-{now.timestamp():.6f}",
-            "completed_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "completed_at": now.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            ),
             "answers": {},
         },
         "account": None,
@@ -299,7 +328,11 @@ def send_test(state: _State, workspace_id: str | None = None) -> SendResult:
         event_name=settings.track_event,
         library_version=state.version,
     )
-    track = [m for m in build_messages(completion, options, workspace_id=ws) if m["type"] == "track"]
+    track = [
+        m
+        for m in build_messages(completion, options, workspace_id=ws)
+        if m["type"] == "track"
+    ]
     client = SegmentClient(
         settings.api_host,
         settings.write_key,

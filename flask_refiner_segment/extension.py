@@ -74,10 +74,12 @@ class RefinerSegment:
         self.db = db
         self.models = make_models(db)
         self.inbound = _make_inbound_models(db)
-        self.signal = signal if signal is not None else blinker.signal("survey_completed")
+        self.signal = (
+            signal if signal is not None else blinker.signal("survey_completed")
+        )
         self._guard: t.Callable[[], bool] | None = None
         self._workspace_loader: t.Callable[[], str] | None = None
-        # A bound method on this long-lived object: blinker's weak reference stays alive.
+        # A bound method of this long-lived object: blinker's weak ref stays alive.
         self.signal.connect(self._on_survey_completed)
         if app is not None:
             self.init_app(app)
@@ -135,7 +137,9 @@ class RefinerSegment:
         except ImportError:
             pass
         else:
-            app.register_blueprint(make_blueprint(self), url_prefix=state.config.url_prefix)
+            app.register_blueprint(
+                make_blueprint(self), url_prefix=state.config.url_prefix
+            )
         try:
             from .inbound.views import make_inbound_blueprint
         except ImportError:
@@ -180,7 +184,9 @@ class RefinerSegment:
         from . import workspaces
 
         state = _get_state()
-        return workspaces.load(state, workspace_id or state.config.default_workspace, fresh=True)
+        return workspaces.load(
+            state, workspace_id or state.config.default_workspace, fresh=True
+        )
 
     def status_counts(self, workspace_id: str | None = None) -> dict[str, int]:
         """Number of deliveries per status."""
@@ -205,6 +211,22 @@ class RefinerSegment:
         from . import delivery
 
         return delivery.send_test(_get_state(), workspace_id)
+
+    def profile(
+        self, user_id: str, workspace_id: str | None = None
+    ) -> dict[str, t.Any] | None:
+        """What Segment sent about a user: traits, accounts, recent events."""
+        from .inbound import api
+
+        return api.get_profile(user_id, workspace_id)
+
+    def recent_events(
+        self, user_id: str, limit: int = 50, workspace_id: str | None = None
+    ) -> list[dict[str, t.Any]]:
+        """A user's latest tracked events from Segment, newest first."""
+        from .inbound import api
+
+        return api.recent_events(user_id, limit, workspace_id)
 
     # -- the receiver -------------------------------------------------------
 

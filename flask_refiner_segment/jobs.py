@@ -127,15 +127,18 @@ class _Drain:
         )
         self.client = SegmentClient(
             settings.api_host,
-            t.cast(str, settings.write_key),
+            settings.write_key,
             connect_timeout=state.config.connect_timeout,
             read_timeout=state.config.read_timeout,
             retry_after_cap=state.config.retry_after_max,
         )
         deadline = time.monotonic() + state.config.job_timeout / 2
+        started = utcnow()
         try:
             while not self.paused and time.monotonic() < deadline:
-                rows = delivery.claim(state, ws, state.config.batch_size)
+                # Only what was due when the job started: a delivery that fails
+                # now waits for its backoff in a later job, never in this loop.
+                rows = delivery.claim(state, ws, state.config.batch_size, started)
                 if not rows:
                     break
                 self._send_rows(rows)
@@ -162,7 +165,9 @@ class _Drain:
             try:
                 groups.append(
                     build_messages(
-                        json.loads(row.payload), self.options, workspace_id=self.workspace_id
+                        json.loads(row.payload),
+                        self.options,
+                        workspace_id=self.workspace_id,
                     )
                 )
             except (MessageTooLarge, InvalidCompletion, ValueError, TypeError) as exc:
@@ -197,10 +202,14 @@ class _Drain:
                 response_ids=[row.response_id for row in rows],
             )
         elif result.outcome == "retry":
-            expired, next_at = delivery.mark_retry(self.state, rows, result)
+            expired, next_at = delivery.mark_retry(
+                self.state, self.workspace_id, rows, result
+            )
             self.stats["retry"] += len(rows) - len(expired)
             gone = set(expired)
-            self._fail([r for r in rows if r.id in gone], result.error, None, mark=False)
+            self._fail(
+                [r for r in rows if r.id in gone], result.error, None, mark=False
+            )
             logger.warning(
                 "Segment batch of %d deliveries will be retried at %s: %s",
                 len(rows),
@@ -211,7 +220,10 @@ class _Drain:
             self.paused = True
             reason = f"Segment rejected the write key: {result.error}"
             workspaces.mark_rejected(
-                self.state, self.workspace_id, t.cast(str, self.settings.write_key), reason
+                self.state,
+                self.workspace_id,
+                t.cast(str, self.settings.write_key),
+                reason,
             )
             delivery.release(self.state, [row.id for row in rows], reason)
             logger.error("Workspace %r paused: %s", self.workspace_id, reason)
@@ -225,14 +237,21 @@ class _Drain:
             self._fail(rows, reason, result.status_code)
 
     def _fail(
-        self, rows: list[sa.Row[t.Any]], reason: str, code: int | None, *, mark: bool = True
+        self,
+        rows: list[sa.Row[t.Any]],
+        reason: str,
+        code: int | None,
+        *,
+        mark: bool = True,
     ) -> None:
         if not rows:
             return
         if mark:
             delivery.mark_failed(self.state, [row.id for row in rows], reason, code)
         self.stats["failed"] += len(rows)
-        logger.error("Deliveries %s failed: %s", [row.response_id for row in rows], reason)
+        logger.error(
+            "Deliveries %s failed: %s", [row.response_id for row in rows], reason
+        )
         for row in rows:
             delivery_failed.send(
                 current_app._get_current_object(),  # type: ignore[attr-defined]

@@ -104,7 +104,9 @@ def _timestamp(value: t.Any) -> str | None:
             return iso_utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
         except ValueError:
             pass
-    raise InvalidCompletion("response completed_at must be a datetime or ISO-8601 string")
+    raise InvalidCompletion(
+        "response completed_at must be a datetime or ISO-8601 string"
+    )
 
 
 def _questions(raw: t.Any) -> list[dict[str, t.Any]]:
@@ -235,7 +237,9 @@ def trait_slugs(
 
 
 def _message_id(workspace_id: str, response_id: str, message: dict[str, t.Any]) -> str:
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        message, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     digest = hashlib.sha256(
         f"{workspace_id}\x00{response_id}\x00{message['type']}\x00{canonical}".encode()
     ).hexdigest()
@@ -323,7 +327,10 @@ def _build(
 
 
 def build_messages(
-    completion: Mapping[str, t.Any], options: BuildOptions, *, workspace_id: str = "default"
+    completion: Mapping[str, t.Any],
+    options: BuildOptions,
+    *,
+    workspace_id: str = "default",
 ) -> list[dict[str, t.Any]]:
     """``[identify, group?, track]`` for one completion (SPEC §2), without ``sentAt``.
 
@@ -375,7 +382,9 @@ def chunk_batches(
     size, count = envelope, 0
     for index, group in enumerate(groups):
         group_size = sum(message_size(m) + 2 for m in group)
-        if current and (size + group_size > max_bytes or count + len(group) > max_messages):
+        if current and (
+            size + group_size > max_bytes or count + len(group) > max_messages
+        ):
             chunks.append(current)
             current, size, count = [], envelope, 0
         current.append(index)

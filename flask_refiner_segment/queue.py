@@ -90,7 +90,9 @@ def kick(state: _State, workspace_id: str) -> bool:
         return False
 
 
-def schedule_retry(state: _State, queue: Queue, workspace_id: str, when: dt.datetime) -> None:
+def schedule_retry(
+    state: _State, queue: Queue, workspace_id: str, when: dt.datetime
+) -> None:
     """Schedule a drain at ``when`` (naive UTC) unless an earlier one is scheduled."""
     from .jobs import deliver
 
@@ -101,7 +103,9 @@ def schedule_retry(state: _State, queue: Queue, workspace_id: str, when: dt.date
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     if current is not None and now <= float(current) <= stamp:
         return
-    connection.set(retry_key(workspace_id), str(stamp), ex=max(1, int(stamp - now) + 60))
+    connection.set(
+        retry_key(workspace_id), str(stamp), ex=max(1, int(stamp - now) + 60)
+    )
     queue.enqueue_at(
         dt.datetime.fromtimestamp(stamp, dt.timezone.utc),
         deliver,

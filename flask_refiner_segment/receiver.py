@@ -53,9 +53,7 @@ def receive(ext: RefinerSegment, kwargs: Mapping[str, t.Any]) -> None:
     try:
         _receive(state, kwargs)
     except Exception:
-        logger.exception(
-            "Could not record survey completion %r.", _response_id(kwargs)
-        )
+        logger.exception("Could not record survey completion %r.", _response_id(kwargs))
 
 
 def _response_id(kwargs: Mapping[str, t.Any]) -> str | None:
@@ -82,7 +80,12 @@ def _receive(state: _State, kwargs: Mapping[str, t.Any]) -> None:
         "user_id": None if user_id is None else str(user_id)[:255],
     }
     if user_id is None or user_id == "":
-        _skip(state, base, models.SKIPPED, "no user_id: Segment cannot match the response to a profile")
+        _skip(
+            state,
+            base,
+            models.SKIPPED,
+            "no user_id: Segment cannot match the response to a profile",
+        )
         return
     try:
         completion = normalize_completion(
@@ -133,7 +136,9 @@ def record(state: _State, row: dict[str, t.Any], *, fallback: bool = True) -> bo
     if inserted:
         _queue.kick(state, row["workspace_id"])
     else:
-        logger.debug("Response %r was already recorded with this content.", row["response_id"])
+        logger.debug(
+            "Response %r was already recorded with this content.", row["response_id"]
+        )
     return inserted
 
 

@@ -43,8 +43,12 @@ class Fault:
     fail_message_ids: frozenset[str] = frozenset()
 
 
-def _json(data: t.Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(data), status=status, headers=headers, mimetype="application/json")
+def _json(
+    data: t.Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        json.dumps(data), status=status, headers=headers, mimetype="application/json"
+    )
 
 
 class SegmentStandIn:
@@ -108,7 +112,9 @@ class SegmentStandIn:
 
     # -- HTTP ---------------------------------------------------------------
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> t.Iterable[bytes]:
         request = Request(environ)
         return self.dispatch(request)(environ, start_response)
 
@@ -131,7 +137,9 @@ class SegmentStandIn:
             return _json({"ok": True})
         if request.method == "POST" and path == "/faults":
             spec = request.get_json(silent=True) or {}
-            self.set_fault(**{k: v for k, v in spec.items() if k in Fault.__annotations__})
+            self.set_fault(
+                **{k: v for k, v in spec.items() if k in Fault.__annotations__}
+            )
             return _json({"ok": True})
         if request.method == "POST" and path in ("/v1/batch", "/v1/import", "/v1/b"):
             return self._receive(request, None)
@@ -161,7 +169,9 @@ class SegmentStandIn:
             time.sleep(fault.delay)
         if fault.status is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            return _json({"code": "fault", "message": "injected"}, fault.status, headers)
+            return _json(
+                {"code": "fault", "message": "injected"}, fault.status, headers
+            )
         raw = request.get_data(cache=False)
         if len(raw) > MAX_REQUEST:
             return _json({"code": "too_large", "message": "request over 500 KB"}, 400)
@@ -172,20 +182,31 @@ class SegmentStandIn:
         except ValueError:
             return _json({"code": "invalid_json", "message": "invalid JSON"}, 400)
         if not isinstance(body, dict):
-            return _json({"code": "invalid_json", "message": "body must be an object"}, 400)
+            return _json(
+                {"code": "invalid_json", "message": "body must be an object"}, 400
+            )
         if not self._authorized(request, body):
             return _json({"code": "unauthorized", "message": "invalid write key"}, 401)
         if single_type is None:
             batch = body.get("batch")
             if not isinstance(batch, list):
-                return _json({"code": "invalid_json", "message": "batch must be a list"}, 400)
+                return _json(
+                    {"code": "invalid_json", "message": "batch must be a list"}, 400
+                )
         else:
             batch = [{**body, "type": single_type}]
         for message in batch:
             if isinstance(message, dict) and len(json.dumps(message)) > MAX_MESSAGE:
-                return _json({"code": "too_large", "message": "message over 32 KB"}, 400)
-            if isinstance(message, dict) and message.get("messageId") in fault.fail_message_ids:
-                return _json({"code": "invalid", "message": "injected bad message"}, 400)
+                return _json(
+                    {"code": "too_large", "message": "message over 32 KB"}, 400
+                )
+            if (
+                isinstance(message, dict)
+                and message.get("messageId") in fault.fail_message_ids
+            ):
+                return _json(
+                    {"code": "invalid", "message": "injected bad message"}, 400
+                )
         self._record(batch, generation)
         return _json({"success": True})
 
@@ -230,18 +251,25 @@ class SegmentStandIn:
                 html.escape(m.get("type", "")),
                 html.escape(str(m.get("userId", ""))),
                 html.escape(str(m.get("event") or m.get("groupId") or "")),
-                html.escape(json.dumps(m.get("traits") or m.get("properties") or {}, indent=1)),
+                html.escape(
+                    json.dumps(m.get("traits") or m.get("properties") or {}, indent=1)
+                ),
             )
             for m in recent
         )
-        page = f"""<!doctype html><meta charset="utf-8"><title>Segment stand-in</title>
-<meta http-equiv="refresh" content="2">
-<style>body{{font:14px system-ui,sans-serif;margin:1.5rem}}table{{border-collapse:collapse;width:100%}}
-td,th{{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}}
-pre{{margin:0;font-size:12px;white-space:pre-wrap}}</style>
-<h1>Segment stand-in</h1><p id="summary">{total} calls received, {dups} duplicates dropped.
-Newest first; the page refreshes every 2 s.</p>
-<table id="calls"><tr><th>type</th><th>userId</th><th>event / groupId</th><th>traits / properties</th></tr>{rows}</table>"""
+        page = (
+            '<!doctype html><meta charset="utf-8"><title>Segment stand-in</title>'
+            '<meta http-equiv="refresh" content="2"><style>'
+            "body{font:14px system-ui,sans-serif;margin:1.5rem}"
+            "table{border-collapse:collapse;width:100%}"
+            "td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;"
+            "vertical-align:top}pre{margin:0;font-size:12px;white-space:pre-wrap}"
+            "</style><h1>Segment stand-in</h1>"
+            f'<p id="summary">{total} calls received, {dups} duplicates dropped.'
+            " Newest first; the page refreshes every 2 s.</p>"
+            '<table id="calls"><tr><th>type</th><th>userId</th>'
+            f"<th>event / groupId</th><th>traits / properties</th></tr>{rows}</table>"
+        )
         return Response(page, mimetype="text/html")
 
 
@@ -279,7 +307,9 @@ class RunningServer:
         self.server.server_close()
 
 
-def serve(standin: SegmentStandIn, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+def serve(
+    standin: SegmentStandIn, host: str = "127.0.0.1", port: int = 0
+) -> RunningServer:
     """Serve ``standin`` on a background thread; ``port=0`` picks a free port."""
     return RunningServer(standin, host, port)
 
@@ -290,7 +320,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--write-key", action="append", dest="write_keys")
     args = parser.parse_args()
-    server = make_server(args.host, args.port, SegmentStandIn(args.write_keys), threaded=True)
+    server = make_server(
+        args.host, args.port, SegmentStandIn(args.write_keys), threaded=True
+    )
     print(f"Segment stand-in on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -58,7 +58,7 @@ class WorkspaceSettings:
 
 
 def load(state: _State, workspace_id: str, *, fresh: bool = False) -> WorkspaceSettings:
-    """The effective settings, cached for ``SETTINGS_CACHE_SECONDS`` unless ``fresh``."""
+    """Effective settings, cached ``SETTINGS_CACHE_SECONDS`` unless ``fresh``."""
     now = time.monotonic()
     cached = state.settings_cache.get(workspace_id)
     if not fresh and cached is not None and cached[0] > now:
@@ -163,7 +163,9 @@ def set_write_key(state: _State, row: t.Any, write_key: str) -> None:
     row.attention_at = None
 
 
-def mark_rejected(state: _State, workspace_id: str, write_key: str, reason: str) -> None:
+def mark_rejected(
+    state: _State, workspace_id: str, write_key: str, reason: str
+) -> None:
     """Pause deliveries of a workspace whose current write key Segment rejected."""
     table = state.models.Workspace.__table__
     values = {
@@ -217,39 +219,37 @@ def rotate_inbound_key(state: _State, workspace_id: str) -> str:
     return key
 
 
-def workspace_for_api_key(state: _State, key: str) -> str | None:
-    """The workspace an inbound API key belongs to, or ``None``.
+def inbound_auth(state: _State, key: str) -> tuple[str, str | None] | None:
+    """The workspace an inbound API key belongs to and its shared secret, in one query.
 
     ``REFINER_SEGMENT_INBOUND_API_KEY`` names the default workspace; stored keys
-    are looked up by hash and compared in constant time.
+    are looked up by hash and compared in constant time. Returns ``None`` for an
+    unknown key; raises :exc:`SecretUnavailable` when the secret can't be read.
     """
     import hmac
 
     from .crypto import hash_api_key
 
-    config_key = state.config.inbound_api_key
-    if config_key and hmac.compare_digest(key.encode(), str(config_key).encode()):
-        return state.config.default_workspace
-    digest = hash_api_key(key)
     table = state.models.Workspace.__table__
+    config_key = state.config.inbound_api_key
+    digest = hash_api_key(key)
+    if config_key and hmac.compare_digest(key.encode(), str(config_key).encode()):
+        workspace_id: str | None = state.config.default_workspace
+        condition = table.c.workspace_id == workspace_id
+    else:
+        workspace_id = None
+        condition = table.c.inbound_key_hash == digest
     with state.db.engine.connect() as conn:
         row = conn.execute(
-            sa.select(table.c.workspace_id, table.c.inbound_key_hash).where(
-                table.c.inbound_key_hash == digest
-            )
+            sa.select(
+                table.c.workspace_id,
+                table.c.inbound_key_hash,
+                table.c.webhook_secret_encrypted,
+            ).where(condition)
         ).first()
-    if row is None or not hmac.compare_digest(row.inbound_key_hash, digest):
-        return None
-    return str(row.workspace_id)
-
-
-def webhook_secret(state: _State, workspace_id: str) -> str | None:
-    """The shared secret for ``X-Signature`` checks, when one is set."""
-    table = state.models.Workspace.__table__
-    with state.db.engine.connect() as conn:
-        token = conn.execute(
-            sa.select(table.c.webhook_secret_encrypted).where(
-                table.c.workspace_id == workspace_id
-            )
-        ).scalar()
-    return state.box.decrypt(token) if token else None
+    if workspace_id is None:
+        if row is None or not hmac.compare_digest(row.inbound_key_hash, digest):
+            return None
+        workspace_id = str(row.workspace_id)
+    token = row.webhook_secret_encrypted if row is not None else None
+    return workspace_id, state.box.decrypt(token) if token else None

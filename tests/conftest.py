@@ -1,4 +1,4 @@
-"""Real parts for the tests: a Redis server, PostgreSQL and SQLite, a Segment stand-in."""
+"""Real parts for the tests: Redis, PostgreSQL and SQLite, a Segment stand-in."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
-
 from flask_refiner_segment.standin import SegmentStandIn
 from flask_refiner_segment.standin import serve
 
@@ -65,11 +64,16 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -202,7 +206,7 @@ def _push_request_context() -> None:
 
 @pytest.fixture
 def make_app(app_config: dict[str, t.Any]) -> t.Iterator[t.Callable[..., Flask]]:
-    """Build host apps on the test's database; ``make_app(KEY=value)`` overrides config."""
+    """Build host apps on the test's database; ``make_app(KEY=value)`` overrides."""
     apps: list[Flask] = []
 
     def make(**overrides: t.Any) -> Flask:
@@ -215,7 +219,9 @@ def make_app(app_config: dict[str, t.Any]) -> t.Iterator[t.Callable[..., Flask]]
         db = app.extensions["test_db"]
         with app.app_context():
             db.session.remove()
-            if index == 0 and app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+            if index == 0 and app.config["SQLALCHEMY_DATABASE_URI"].startswith(
+                "postgresql"
+            ):
                 db.drop_all()
             db.engine.dispose()
 
@@ -248,12 +254,16 @@ def completion(
         },
         "response": {
             "id": f"r-{n}",
-            "completed_at": dt.datetime(2026, 11, 28, 12, 0, n % 60, tzinfo=dt.timezone.utc),
+            "completed_at": dt.datetime(
+                2026, 11, 28, 12, 0, n % 60, tzinfo=dt.timezone.utc
+            ),
             "answers": answers
             if answers is not None
             else {"how_likely": 9, "role": "Engineer", "Company Size": "50-200"},
         },
-        "account": account if account is not None else {"id": "acct-42", "traits": {"name": "Acme"}},
+        "account": account
+        if account is not None
+        else {"id": "acct-42", "traits": {"name": "Acme"}},
         "user_traits": {"email": f"user{n}@example.com"},
         **extra,
     }
@@ -278,7 +288,9 @@ def run_worker(app: Flask, redis_url: str) -> None:
     conn.close()
 
 
-def drain(app: Flask, redis_url: str, until: t.Callable[[], bool], timeout: float = 20) -> None:
+def drain(
+    app: Flask, redis_url: str, until: t.Callable[[], bool], timeout: float = 20
+) -> None:
     """Run burst workers until ``until()`` holds (scheduled retries included)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -12,9 +12,8 @@ import typing as t
 
 from blinker import Namespace
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
-
 from flask_refiner_segment import RefinerSegment
+from flask_sqlalchemy import SQLAlchemy
 
 signals = Namespace()
 survey_completed = signals.signal("survey_completed")

@@ -73,9 +73,14 @@ def test_send_test(app, segment, cli_env):
 
 
 def test_send_test_without_key(app, cli_env):
-    result = flask_cli(["refiner-segment", "send-test"], {**cli_env, "REFINER_SEGMENT_WRITE_KEY": ""})
+    result = flask_cli(
+        ["refiner-segment", "send-test"], {**cli_env, "REFINER_SEGMENT_WRITE_KEY": ""}
+    )
     assert result.returncode == 1
-    assert "No Segment write key" in result.stderr or "no Segment write key" in result.stderr
+    assert (
+        "No Segment write key" in result.stderr
+        or "no Segment write key" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -83,7 +88,13 @@ def test_redis_flushed_then_requeue(app, segment, cli_env, redis_conn):
     for n in range(10):
         send_completion(app, n)
     redis_conn.flushdb()  # every queued job is gone
-    assert flask_cli(["refiner-segment", "worker", "--burst"], {**cli_env, "REFINER_SEGMENT_LEASE_SECONDS": "30"}).returncode == 0
+    assert (
+        flask_cli(
+            ["refiner-segment", "worker", "--burst"],
+            {**cli_env, "REFINER_SEGMENT_LEASE_SECONDS": "30"},
+        ).returncode
+        == 0
+    )
     # The worker recovers on start (it runs `requeue` first).
     assert statuses(app) == {"sent": 10}
     redis_conn.flushdb()
@@ -98,7 +109,15 @@ def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
         send_completion(app, n)
     env = {**os.environ, **cli_env, "REFINER_SEGMENT_READ_TIMEOUT": "10"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "tests.hostapp:create_app", "refiner-segment", "worker"],
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.hostapp:create_app",
+            "refiner-segment",
+            "worker",
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -119,5 +138,5 @@ def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
     assert "Released 10 stale deliveries" in out
     assert flask_cli(["refiner-segment", "worker", "--burst"], cli_env).returncode == 0
     assert statuses(app) == {"sent": 10}
-    # The killed batch may have reached Segment too: same messageIds, deduplicated there.
+    # The killed batch may have reached Segment too: same messageIds, deduplicated.
     assert len(set(segment.message_ids())) == 30

@@ -5,10 +5,9 @@ from __future__ import annotations
 import blinker
 import pytest
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
-
 from flask_refiner_segment import RefinerSegment
 from flask_refiner_segment.extension import _get_state
+from flask_sqlalchemy import SQLAlchemy
 
 from .conftest import completion
 

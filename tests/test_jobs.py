@@ -8,7 +8,6 @@ import json
 import typing as t
 
 import sqlalchemy as sa
-
 from flask_refiner_segment import delivery_failed
 from flask_refiner_segment import delivery_succeeded
 from flask_refiner_segment.standin import serve
@@ -38,7 +37,9 @@ def test_delivers_identify_group_track_per_completion(app, segment, redis_url):
     # One batch request carried them all.
     assert segment.requests == 1
     track = next(
-        m for m in segment.messages if m["type"] == "track" and m["properties"]["response_id"] == "r-3"
+        m
+        for m in segment.messages
+        if m["type"] == "track" and m["properties"]["response_id"] == "r-3"
     )
     assert track["event"] == "Survey Completed"
     assert track["context"]["groupId"] == "acct-42"
@@ -211,6 +212,8 @@ def test_workspaces_are_delivered_separately(app, segment, redis_url):
     assert statuses(app) == {"sent": 2}
     with app.app_context():
         table = state.models.Delivery.__table__
-        rows = state.db.session.execute(sa.select(table.c.workspace_id, table.c.response_id)).all()
+        rows = state.db.session.execute(
+            sa.select(table.c.workspace_id, table.c.response_id)
+        ).all()
     assert sorted(rows) == [("default", "r-1"), ("tenant-b", "r-2")]
     assert segment.requests == 2

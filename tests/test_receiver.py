@@ -46,7 +46,9 @@ def test_records_pending_and_queues_one_job(app, redis_conn):
 def test_host_transaction_untouched(app):
     db = app.extensions["test_db"]
     state = app.extensions["refiner_segment"]
-    table = sa.Table("host_note", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    table = sa.Table(
+        "host_note", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True)
+    )
     with app.app_context():
         table.create(db.engine)
     postgres = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
@@ -63,7 +65,12 @@ def test_host_transaction_untouched(app):
             # The receiver neither committed nor rolled back the host's work.
             assert db.session().in_transaction()
             db.session.rollback()
-            assert db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+            assert (
+                db.session.execute(
+                    sa.select(sa.func.count()).select_from(table)
+                ).scalar()
+                == 0
+            )
         assert [r.status for r in deliveries(app)] == ["pending"]
     finally:
         with app.app_context():
@@ -154,11 +161,16 @@ def test_disabled_and_unselected_surveys_skip(app, redis_conn):
         state.db.session.commit()
     send_completion(app, 2)
     reasons = [r.reason for r in deliveries(app)]
-    assert reasons == ["survey 'nps-2026' is not selected to send", "integration disabled"]
+    assert reasons == [
+        "survey 'nps-2026' is not selected to send",
+        "integration disabled",
+    ]
     assert queued_jobs(app, redis_conn) == 0
 
 
-def test_redis_down_keeps_delivery_then_requeue_delivers(make_app, redis_conn, segment, redis_url):
+def test_redis_down_keeps_delivery_then_requeue_delivers(
+    make_app, redis_conn, segment, redis_url
+):
     down = make_app(REFINER_SEGMENT_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     send_completion(down, 1)
     send_completion(down, 2)
@@ -168,7 +180,14 @@ def test_redis_down_keeps_delivery_then_requeue_delivers(make_app, redis_conn, s
     with up.app_context():
         assert up.extensions["refiner_segment"].ext.requeue()["workspaces"] == 1
     run_worker(up, redis_url)
-    assert sorted(m["type"] for m in segment.messages) == ["group", "group", "identify", "identify", "track", "track"]
+    assert sorted(m["type"] for m in segment.messages) == [
+        "group",
+        "group",
+        "identify",
+        "identify",
+        "track",
+        "track",
+    ]
     assert [r.status for r in deliveries(up)] == ["sent", "sent"]
 
 

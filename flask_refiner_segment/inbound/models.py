@@ -1,0 +1,239 @@
+"""Inbound tables: what Segment sends to this app as a destination.
+
+Everything is scoped by ``workspace_id`` (SPEC §6) and keyed by Segment's ids
+(``userId``, ``groupId``), so the tables need no joins to the host's own users.
+
+Traits are stored one row per ``(workspace, subject, top-level key)``:
+
+- ``value`` holds the trait as JSON (JSONB on PostgreSQL), nested objects
+  included, so a segment rule can reach ``address.city`` with a JSON path
+  (``Trait.value[("address", "city")].as_string()`` compiles to ``#>>`` on
+  PostgreSQL and ``json_extract`` on SQLite);
+- ``value_type``, ``value_text`` and ``value_num`` are projections of scalar
+  values for plain, indexable SQL comparisons (``value_num`` is also set for
+  strings that spell a decimal number, e.g. ``"42"``);
+- ``value_at`` is the ``timestamp`` of the message that set the value: an
+  older message never overwrites a newer value (the upsert's ``WHERE``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql
+
+from ..models import BigId
+from ..models import utcnow
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+#: JSON everywhere; JSONB on PostgreSQL (indexable, comparable).
+JsonValue = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+#: Length of ids (``userId``, ``groupId``, ``messageId``) and of keys and event names.
+ID_LENGTH = 255
+
+
+class _TraitColumns:
+    """The columns of a trait row, shared by user and account traits."""
+
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    #: The value as given (JSON ``null`` for a trait set to null).
+    value: orm.Mapped[t.Any] = orm.mapped_column(JsonValue)
+    #: ``string``, ``number``, ``boolean``, ``null``, ``object`` or ``array``.
+    value_type: orm.Mapped[str] = orm.mapped_column(sa.String(8))
+    #: Scalars as text (``true``/``false`` for booleans); NULL for objects/arrays.
+    value_text: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    #: Numbers, and strings that spell a decimal number; else NULL.
+    value_num: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
+    #: ``timestamp`` of the message that set the value (orders concurrent writers).
+    value_at: orm.Mapped[dt.datetime]
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+
+class InboundModels(t.NamedTuple):
+    """The concrete inbound model classes of one extension instance."""
+
+    InboundMessage: t.Any
+    Profile: t.Any
+    UserTrait: t.Any
+    Account: t.Any
+    AccountTrait: t.Any
+    Membership: t.Any
+    Event: t.Any
+    View: t.Any
+
+
+def make_inbound_models(db: SQLAlchemy) -> InboundModels:
+    """Define the inbound tables on ``db.metadata`` (called once per extension)."""
+
+    class InboundMessage(db.Model):  # type: ignore[name-defined,misc]
+        """A ``messageId`` already applied: the idempotency record.
+
+        Inserted in the same transaction as the data; the primary key makes a
+        concurrent second delivery of the same message a no-op. It holds no
+        user data, so it survives a ``delete``.
+        """
+
+        __tablename__ = "refiner_segment_inbound_message"
+        __table_args__ = (
+            sa.Index("ix_refiner_segment_inbound_message_received", "received_at"),
+        )
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True
+        )
+        message_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True
+        )
+        type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+        received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    class Profile(db.Model):  # type: ignore[name-defined,misc]
+        """A user Segment told us about (by ``userId``)."""
+
+        __tablename__ = "refiner_segment_profile"
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True
+        )
+        user_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True
+        )
+        #: Earliest and latest ``timestamp`` of the user's stored messages.
+        first_seen_at: orm.Mapped[dt.datetime]
+        last_seen_at: orm.Mapped[dt.datetime]
+        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    class UserTrait(_TraitColumns, db.Model):  # type: ignore[name-defined,misc]
+        """One top-level trait of a user (``identify``)."""
+
+        __tablename__ = "refiner_segment_user_trait"
+        __table_args__ = (
+            sa.Index(
+                "ix_refiner_segment_user_trait_num", "workspace_id", "key", "value_num"
+            ),
+        )
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True, sort_order=-2
+        )
+        user_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True, sort_order=-1
+        )
+
+    class Account(db.Model):  # type: ignore[name-defined,misc]
+        """An account (Segment group) by ``groupId``."""
+
+        __tablename__ = "refiner_segment_account"
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True
+        )
+        group_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True
+        )
+        first_seen_at: orm.Mapped[dt.datetime]
+        last_seen_at: orm.Mapped[dt.datetime]
+        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    class AccountTrait(_TraitColumns, db.Model):  # type: ignore[name-defined,misc]
+        """One top-level trait of an account (``group``)."""
+
+        __tablename__ = "refiner_segment_account_trait"
+        __table_args__ = (
+            sa.Index(
+                "ix_refiner_segment_account_trait_num",
+                "workspace_id",
+                "key",
+                "value_num",
+            ),
+        )
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True, sort_order=-2
+        )
+        group_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True, sort_order=-1
+        )
+
+    class Membership(db.Model):  # type: ignore[name-defined,misc]
+        """A user ↔ account link, made by a ``group`` call."""
+
+        __tablename__ = "refiner_segment_membership"
+        __table_args__ = (
+            sa.Index("ix_refiner_segment_membership_group", "workspace_id", "group_id"),
+        )
+
+        workspace_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(64), primary_key=True
+        )
+        user_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True
+        )
+        group_id: orm.Mapped[str] = orm.mapped_column(
+            sa.String(ID_LENGTH), primary_key=True
+        )
+        first_seen_at: orm.Mapped[dt.datetime]
+        last_seen_at: orm.Mapped[dt.datetime]
+
+    class Event(db.Model):  # type: ignore[name-defined,misc]
+        """A ``track`` call: event name, properties and time."""
+
+        __tablename__ = "refiner_segment_event"
+        __table_args__ = (
+            sa.Index(
+                "ix_refiner_segment_event_user", "workspace_id", "user_id", "timestamp"
+            ),
+            sa.Index(
+                "ix_refiner_segment_event_name", "workspace_id", "name", "timestamp"
+            ),
+            sa.Index("ix_refiner_segment_event_time", "timestamp"),
+        )
+
+        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
+        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+        user_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
+        message_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
+        name: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
+        properties: orm.Mapped[t.Any] = orm.mapped_column(JsonValue)
+        timestamp: orm.Mapped[dt.datetime]
+        received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    class View(db.Model):  # type: ignore[name-defined,misc]
+        """A ``page`` or ``screen`` call."""
+
+        __tablename__ = "refiner_segment_view"
+        __table_args__ = (
+            sa.Index(
+                "ix_refiner_segment_view_user", "workspace_id", "user_id", "timestamp"
+            ),
+            sa.Index("ix_refiner_segment_view_time", "timestamp"),
+        )
+
+        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
+        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+        user_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
+        message_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
+        #: ``"page"`` or ``"screen"``.
+        kind: orm.Mapped[str] = orm.mapped_column(sa.String(8))
+        name: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        category: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        properties: orm.Mapped[t.Any] = orm.mapped_column(JsonValue)
+        timestamp: orm.Mapped[dt.datetime]
+        received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    return InboundModels(
+        InboundMessage=InboundMessage,
+        Profile=Profile,
+        UserTrait=UserTrait,
+        Account=Account,
+        AccountTrait=AccountTrait,
+        Membership=Membership,
+        Event=Event,
+        View=View,
+    )

@@ -1,0 +1,298 @@
+"""Fault injection: nothing is lost, nothing is sent twice, and it recovers.
+
+Each test sends a run of completions through a real fault and counts what
+arrived. With ``REFINER_FAULT_REPORT=path`` set, a row per fault is appended to
+that file (JSON lines); README.md's reliability table comes from such a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from flask_refiner_segment.standin import serve
+
+from .conftest import ROOT
+from .conftest import RedisServer
+from .conftest import drain
+from .conftest import free_port
+from .conftest import run_worker
+from .conftest import send_completion
+from .test_jobs import statuses
+
+pytestmark = pytest.mark.faults
+
+N = 40
+
+
+def report(fault: str, sent: int, segment: t.Any, recovered_in: float) -> None:
+    ids = segment.message_ids()
+    row = {
+        "fault": fault,
+        "completions": sent,
+        "messages_expected": sent * 3,
+        "messages_delivered": len(set(ids)),
+        "duplicates_at_segment": segment.duplicates,
+        "recovered_in_s": round(recovered_in, 2),
+    }
+    path = os.environ.get("REFINER_FAULT_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    assert row["messages_delivered"] == row["messages_expected"]
+    assert segment.rejected == []
+
+
+def _recover(app: t.Any, redis_url: str, n: int, timeout: float = 30) -> float:
+    started = time.monotonic()
+    drain(app, redis_url, lambda: statuses(app) == {"sent": n}, timeout=timeout)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 503},
+        {"status": 429, "retry_after": "1"},
+        {"delay": 1.0},  # hangs past the 0.5 s read timeout
+    ],
+    ids=["500", "503", "429-retry-after", "read-timeout"],
+)
+def test_segment_failing_during_a_run(app, segment, redis_url, fault):
+    segment.set_fault(**fault)
+    for n in range(N):
+        send_completion(app, n)
+        if n % 10 == 9:
+            run_worker(app, redis_url)
+    assert statuses(app)["sent"] == 0
+    segment.clear_faults()
+    recovered = _recover(app, redis_url, N)
+    report(f"Segment answers {next(iter(fault.items()))}", N, segment, recovered)
+
+
+def test_segment_down_connection_refused(make_app, segment, redis_url):
+    port = free_port()
+    app = make_app(REFINER_SEGMENT_API_HOST=f"http://127.0.0.1:{port}")
+    for n in range(N):
+        send_completion(app, n)
+        if n % 10 == 9:
+            run_worker(app, redis_url)
+    assert statuses(app) == {"pending": N}
+    server = serve(segment, port=port)
+    try:
+        recovered = _recover(app, redis_url, N)
+    finally:
+        server.shutdown()
+    report("Segment down (connection refused)", N, segment, recovered)
+
+
+def test_redis_down_while_completions_arrive(make_app, segment, tmp_path):
+    redis_server = RedisServer(tmp_path)
+    app = make_app(REFINER_SEGMENT_REDIS_URL=redis_server.url)
+    for n in range(N):  # Redis is not running yet
+        send_completion(app, n)
+    assert statuses(app) == {"pending": N}
+    redis_server.start()
+    try:
+        started = time.monotonic()
+        with app.app_context():
+            app.extensions["refiner_segment"].ext.requeue()
+        recovered = _recover(app, redis_server.url, N) + (time.monotonic() - started)
+    finally:
+        redis_server.stop()
+    report("Redis down while completions arrive", N, segment, recovered)
+
+
+def test_redis_flushed_with_jobs_queued(app, segment, redis_url, redis_conn):
+    for n in range(N):
+        send_completion(app, n)
+    redis_conn.flushdb()
+    started = time.monotonic()
+    with app.app_context():
+        app.extensions["refiner_segment"].ext.requeue()
+    recovered = _recover(app, redis_url, N)
+    report("Redis flushed with jobs queued", N, segment, time.monotonic() - started)
+    assert recovered >= 0
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.hostapp:create_app",
+            "refiner-segment",
+            "worker",
+        ],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _env(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:
+    return {
+        "SQLALCHEMY_DATABASE_URI": app_config["SQLALCHEMY_DATABASE_URI"],
+        "REFINER_SEGMENT_REDIS_URL": app_config["REFINER_SEGMENT_REDIS_URL"],
+        "REFINER_SEGMENT_WRITE_KEY": app_config["REFINER_SEGMENT_WRITE_KEY"],
+        "REFINER_SEGMENT_API_HOST": app_config["REFINER_SEGMENT_API_HOST"],
+        "REFINER_SEGMENT_BACKOFF_BASE": "0.2",
+        "REFINER_SEGMENT_BACKOFF_MAX": "0.5",
+        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": "[1]",
+        "REFINER_SEGMENT_BATCH_SIZE": "10",
+        **extra,
+    }
+
+
+def _stop(*procs: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_two_workers_race_on_the_same_deliveries(app, app_config, segment):
+    n = 200
+    env = _env(app_config)
+    workers = [_worker(env), _worker(env)]
+    started = time.monotonic()
+    try:
+        for i in range(n):
+            send_completion(app, i)
+        assert segment.wait_for(3 * n, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        _stop(*workers)
+    assert statuses(app) == {"sent": n}
+    report("Two workers racing", n, segment, elapsed)
+    assert segment.duplicates == 0  # claims are exclusive: nothing sent twice
+
+
+def test_worker_killed_mid_batch(app, app_config, segment):
+    segment.set_fault(delay=3.0, times=1)
+    for n in range(N):
+        send_completion(app, n)
+    env = _env(
+        app_config, REFINER_SEGMENT_LEASE_SECONDS="1", REFINER_SEGMENT_BATCH_SIZE="500"
+    )
+    worker = _worker({**env, "REFINER_SEGMENT_READ_TIMEOUT": "10"})
+    try:
+        deadline = time.monotonic() + 30
+        while statuses(app).get("sending", 0) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        _stop(worker, sig=signal.SIGKILL)
+    started = time.monotonic()
+    time.sleep(1.1)  # the dead worker's lease expires
+    worker = _worker(env)  # a new worker recovers on start
+    try:
+        assert segment.wait_for(3 * N, timeout=60)
+    finally:
+        _stop(worker)
+    report("Worker SIGKILLed mid-batch", N, segment, time.monotonic() - started)
+
+
+def test_database_connections_dropped_while_sending(app, app_config, segment):
+    """The worker's PostgreSQL connections are killed (as by a server restart)."""
+    if not app_config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    url = sa.make_url(app_config["SQLALCHEMY_DATABASE_URI"]).update_query_dict(
+        {"application_name": "refiner-fault-worker"}
+    )
+    env = _env(
+        app_config, SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False)
+    )
+    segment.set_fault(delay=0.3)
+    worker = _worker(env)
+    db = app.extensions["test_db"]
+    started = time.monotonic()
+    try:
+        for n in range(N):
+            send_completion(app, n)
+        killed = 0
+        deadline = time.monotonic() + 20
+        while killed < 3 and time.monotonic() < deadline:
+            with app.app_context(), db.engine.begin() as conn:
+                killed += len(
+                    conn.execute(
+                        sa.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = 'refiner-fault-worker'"
+                        )
+                    ).all()
+                )
+            time.sleep(0.2)
+        segment.clear_faults()
+        assert segment.wait_for(3 * N, timeout=60), statuses(app)
+        deadline = time.monotonic() + 30
+        while statuses(app) != {"sent": N}:
+            assert time.monotonic() < deadline, statuses(app)
+            time.sleep(0.2)
+    finally:
+        _stop(worker)
+    assert killed >= 1
+    report(
+        "PostgreSQL connections killed while sending",
+        N,
+        segment,
+        time.monotonic() - started,
+    )
+
+
+def test_bad_message_does_not_hold_others(app, segment, redis_url):
+    import json as _json
+
+    from flask_refiner_segment.payload import BuildOptions
+    from flask_refiner_segment.payload import build_messages
+
+    for n in range(N):
+        send_completion(app, n)
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        table = state.models.Delivery.__table__
+        payload = state.db.session.execute(
+            sa.select(table.c.payload).where(table.c.response_id == "r-17")
+        ).scalar_one()
+    bad = build_messages(
+        _json.loads(payload), BuildOptions(library_version=state.version)
+    )[-1]["messageId"]
+    segment.set_fault(fail_message_ids=[bad])
+    started = time.monotonic()
+    run_worker(app, redis_url)
+    counts = collections.Counter(statuses(app))
+    assert counts == {"sent": N - 1, "failed": 1}
+    ids = segment.message_ids()
+    assert len(ids) == len(set(ids)) == 3 * (N - 1)
+    path = os.environ.get("REFINER_FAULT_REPORT")
+    if path:
+        with open(path, "a") as f:
+            row = {
+                "fault": "A 400 for one message inside a batch",
+                "completions": N,
+                "messages_expected": 3 * (N - 1),
+                "messages_delivered": len(ids),
+                "duplicates_at_segment": segment.duplicates,
+                "recovered_in_s": round(time.monotonic() - started, 2),
+            }
+            f.write(json.dumps(row) + "\n")
