@@ -236,13 +236,19 @@ def trait_slugs(
     return slugs
 
 
-def _message_id(workspace_id: str, response_id: str, message: dict[str, t.Any]) -> str:
+def _message_id(
+    workspace_id: str, response_id: str, version: str, message: dict[str, t.Any]
+) -> str:
+    """Same response, call, content and version -> same id; an edit -> new ids.
+
+    ``version`` is the content hash of the whole completion, so an edited
+    response gets three new messages even when one call's content is unchanged.
+    """
     canonical = json.dumps(
         message, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    digest = hashlib.sha256(
-        f"{workspace_id}\x00{response_id}\x00{message['type']}\x00{canonical}".encode()
-    ).hexdigest()
+    key = f"{workspace_id}\x00{response_id}\x00{version}\x00{message['type']}"
+    digest = hashlib.sha256(f"{key}\x00{canonical}".encode()).hexdigest()
     return f"rs-{message['type']}-{digest[:48]}"
 
 
@@ -252,6 +258,7 @@ def _build(
     truncated: list[str],
     options: BuildOptions,
     workspace_id: str,
+    version: str,
 ) -> list[dict[str, t.Any]]:
     prefix = options.trait_prefix
     survey, response = completion["survey"], completion["response"]
@@ -322,7 +329,9 @@ def _build(
     for message in messages:
         if completed_at is not None:
             message["timestamp"] = completed_at
-        message["messageId"] = _message_id(workspace_id, response["id"], message)
+        message["messageId"] = _message_id(
+            workspace_id, response["id"], version, message
+        )
     return messages
 
 
@@ -340,9 +349,12 @@ def build_messages(
     """
     answers: dict[str, t.Any] = dict(completion["response"]["answers"])
     truncated: list[str] = []
+    version = content_hash(completion)[:16]
     limit = options.max_message_bytes
     while True:
-        messages = _build(completion, answers, truncated, options, workspace_id)
+        messages = _build(
+            completion, answers, truncated, options, workspace_id, version
+        )
         sizes = [message_size(m) for m in messages]
         over = max(size - limit for size in sizes)
         if over <= 0:
