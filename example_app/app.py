@@ -25,6 +25,7 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from .inbound_demo import demo_batch
 from .surveys import SURVEYS
 from .surveys import USERS
 from .surveys import signal_questions
@@ -85,6 +86,10 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
         app.config["REFINER_SEGMENT_API_HOST"] = (
             f"http://127.0.0.1:{port}{STANDIN_PATH}"
         )
+    # The key Segment would use to call this app as a destination.
+    app.config["REFINER_SEGMENT_INBOUND_API_KEY"] = os.environ.get(
+        "EXAMPLE_INBOUND_API_KEY", "demo-inbound-key"
+    )
     app.config.update(config or {})
 
     db.init_app(app)
@@ -183,6 +188,28 @@ def _register_views(app: Flask) -> None:
             flash(f"Thanks! Your answers to “{survey['name']}” were saved.")
             return redirect(url_for("index"))
         return render_template("survey.html", survey=survey)
+
+    @app.post("/demo/inbound")
+    def inbound_demo() -> t.Any:
+        """Post what Segment would send to the inbound route, as Segment does."""
+        if not only_admins():
+            abort(403)
+        key = app.config["REFINER_SEGMENT_INBOUND_API_KEY"]
+        url = app.config["REFINER_SEGMENT_URL_PREFIX"] + "/inbound"
+        answer = app.test_client().post(
+            url, json={"batch": demo_batch()}, auth=(key, ""), headers={}
+        )
+        flash(f"Segment → this app: HTTP {answer.status_code} {answer.get_json()}")
+        return redirect(url_for("profile"))
+
+    @app.get("/profile")
+    def profile() -> t.Any:
+        user = _current_user()
+        if user is None:
+            return redirect(url_for("index"))
+        data = refiner_segment.profile(user["id"])
+        events = refiner_segment.recent_events(user["id"], limit=10)
+        return render_template("profile.html", profile=data, events=events)
 
 
 def _read_answers(survey: dict[str, t.Any]) -> dict[str, t.Any]:
