@@ -1,0 +1,97 @@
+"""The write key never shows up in logs, errors, job data or the database."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import sqlalchemy as sa
+from flask_refiner_segment import workspaces
+
+from .conftest import free_port
+from .conftest import run_worker
+from .conftest import send_completion
+
+SECRET = "wk_super_secret_write_key_3fa9"
+
+
+def _dump_redis(conn) -> bytes:
+    out = []
+    for key in conn.scan_iter():
+        kind = conn.type(key)
+        if kind == b"string":
+            out.append(conn.get(key) or b"")
+        elif kind == b"hash":
+            out.extend(v for pair in conn.hgetall(key).items() for v in pair)
+        elif kind == b"list":
+            out.extend(conn.lrange(key, 0, -1))
+        elif kind == b"zset":
+            out.extend(conn.zrange(key, 0, -1))
+        elif kind == b"set":
+            out.extend(conn.smembers(key))
+    return b"\n".join(out)
+
+
+def _dump_db(app) -> str:
+    db = app.extensions["test_db"]
+    rows = []
+    with app.app_context():
+        for table in db.metadata.sorted_tables:
+            rows.extend(str(r) for r in db.session.execute(sa.select(table)))
+    return "\n".join(rows)
+
+
+@pytest.mark.parametrize("fault", [None, 401, 503, "refused"])
+def test_stored_write_key_never_leaks(
+    make_app, segment, redis_url, redis_conn, caplog, fault
+):
+    caplog.set_level(logging.DEBUG)
+    api_host = segment.url
+    if fault == "refused":
+        api_host = f"http://127.0.0.1:{free_port()}"
+    elif fault is not None:
+        segment.set_fault(status=fault)
+    app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        row = workspaces.get_or_create(state, state.db.session, "default")
+        workspaces.set_write_key(state, row, SECRET)
+        row.region, row.custom_api_host = "custom", api_host
+        state.db.session.commit()
+    for n in range(3):
+        send_completion(app, n)
+    queued = _dump_redis(redis_conn)  # job data while the jobs wait
+    run_worker(app, redis_url)
+    with app.app_context():
+        result = state.ext.send_test()
+        settings = state.ext.settings()
+    assert settings.write_key == SECRET  # it is really stored (encrypted)
+    assert SECRET.encode() not in queued + _dump_redis(redis_conn)
+    assert SECRET not in _dump_db(app)
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(settings) + result.error + result.body
+    assert settings.write_key_masked == "••••3fa9"
+
+
+def test_secret_key_rotation_fails_clearly(make_app, segment):
+    app = make_app(REFINER_SEGMENT_WRITE_KEY=None)
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        row = workspaces.get_or_create(state, state.db.session, "default")
+        workspaces.set_write_key(state, row, SECRET)
+        state.db.session.commit()
+    rotated = make_app(REFINER_SEGMENT_WRITE_KEY=None, SECRET_KEY="a-new-secret")
+    with rotated.app_context():
+        settings = rotated.extensions["refiner_segment"].ext.settings()
+        assert settings.write_key is None
+        assert "cannot be decrypted" in settings.error
+        assert settings.write_key_masked == "••••3fa9"
+        assert settings.skip_reason("s") == settings.error
+    # An old key listed after the new one keeps working (rotation without loss).
+    both = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        SECRET_KEY="a-new-secret",
+        REFINER_SEGMENT_ENCRYPTION_KEY=["a-new-secret", "test-secret"],
+    )
+    with both.app_context():
+        assert both.extensions["refiner_segment"].ext.settings().write_key == SECRET
