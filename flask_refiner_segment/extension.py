@@ -51,6 +51,8 @@ class _State:
         default_factory=dict
     )
     converted_types: set[str] = dataclasses.field(default_factory=set)
+    #: Objects built once per app on first use (e.g. prepared statements).
+    cache: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
 
 class RefinerSegment:

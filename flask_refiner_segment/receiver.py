@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import typing as t
 from collections.abc import Mapping
 
@@ -143,26 +144,39 @@ def record(state: _State, row: dict[str, t.Any], *, fallback: bool = True) -> bo
 
 
 def _insert_pending(state: _State, values: dict[str, t.Any]) -> bool:
+    """One ``INSERT .. ON CONFLICT DO NOTHING`` in autocommit mode.
+
+    A single statement is atomic and durable on its own; autocommit spares the
+    ``BEGIN`` and ``COMMIT`` round trips, and the statement is built once.
+    """
+    engine, stmt = _insert_statement(state)
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(stmt, values).rowcount)
+    except IntegrityError:  # dialects without ON CONFLICT
+        return False
+
+
+def _insert_statement(state: _State) -> tuple[sa.Engine, t.Any]:
+    # Per process: a forked worker must not share its parent's pool.
+    key = f"insert_pending:{os.getpid()}"
+    cached = state.cache.get(key)
+    if cached is not None:
+        return t.cast("tuple[sa.Engine, t.Any]", cached)
     table = state.models.Delivery.__table__
-    engine = state.db.engine
+    engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
     dialect = engine.dialect.name
+    stmt: t.Any = table.insert()
     if dialect in ("postgresql", "sqlite"):
-        insert: t.Any = (
+        stmt = (
             postgresql.insert(table)
             if dialect == "postgresql"
             else sqlite.insert(table)
-        )
-        stmt = insert.values(values).on_conflict_do_nothing(
+        ).on_conflict_do_nothing(
             index_elements=["workspace_id", "response_id", "content_hash"]
         )
-        with engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
-    try:
-        with engine.begin() as conn:
-            conn.execute(table.insert().values(values))
-    except IntegrityError:
-        return False
-    return True
+    state.cache[key] = (engine, stmt)
+    return engine, stmt
 
 
 def _fallback_to_redis(state: _State, row: dict[str, t.Any], exc: Exception) -> None:
