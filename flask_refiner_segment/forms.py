@@ -24,7 +24,7 @@ try:  # WTForms >= 3.3 deprecates (value, label) tuples
     from wtforms.fields.choices import SelectChoice as _Choice
 except ImportError:  # pragma: no cover - older WTForms
 
-    def _Choice(value: str, label: str) -> tuple[str, str]:  # type: ignore[misc]  # noqa: N802
+    def _Choice(value: str, label: str) -> tuple[str, str]:  # noqa: N802
         return (value, label)
 
 
@@ -86,7 +86,7 @@ def _data_plane(form: FlaskForm, field: Field) -> None:
         raise ValidationError(reason)
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(FlaskForm):  # type: ignore[misc]
     """The Segment source of a workspace."""
 
     write_key = PasswordField(
@@ -156,5 +156,5 @@ class SettingsForm(FlaskForm):
             raise ValidationError("The event name cannot contain control characters.")
 
 
-class ActionForm(FlaskForm):
+class ActionForm(FlaskForm):  # type: ignore[misc]
     """A button: only the CSRF token."""
