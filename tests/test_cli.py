@@ -13,6 +13,7 @@ import typing as t
 import pytest
 
 from .conftest import ROOT
+from .conftest import cli_environment
 from .conftest import flask_cli
 from .conftest import send_completion
 from .test_jobs import statuses
@@ -21,17 +22,11 @@ from .test_jobs import statuses
 @pytest.fixture
 def cli_env(app: t.Any, app_config: dict[str, t.Any]) -> dict[str, str]:
     """The environment that points ``flask --app tests.hostapp`` at the test's parts."""
-    return {
-        "SQLALCHEMY_DATABASE_URI": app_config["SQLALCHEMY_DATABASE_URI"],
-        "REFINER_SEGMENT_REDIS_URL": app_config["REFINER_SEGMENT_REDIS_URL"],
-        "REFINER_SEGMENT_WRITE_KEY": app_config["REFINER_SEGMENT_WRITE_KEY"],
-        "REFINER_SEGMENT_API_HOST": app_config["REFINER_SEGMENT_API_HOST"],
-        "REFINER_SEGMENT_BACKOFF_BASE": "0.2",
-        "REFINER_SEGMENT_BACKOFF_MAX": "0.5",
-        "REFINER_SEGMENT_READ_TIMEOUT": "0.5",
-        "REFINER_SEGMENT_LEASE_SECONDS": "1",
-        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": "[1]",
-    }
+    return cli_environment(
+        app_config,
+        REFINER_SEGMENT_READ_TIMEOUT="0.5",
+        REFINER_SEGMENT_LEASE_SECONDS="1",
+    )
 
 
 def test_worker_burst_delivers_everything(app, segment, cli_env):

@@ -14,8 +14,7 @@ from flask_refiner_segment.client import US_HOST
 from flask_refiner_segment.client import SegmentClient
 from flask_refiner_segment.client import classify_status
 from flask_refiner_segment.client import resolve_api_host
-
-from .conftest import free_port
+from flask_refiner_segment.devredis import free_port
 
 KEY = "wk_live_secret_3fa9"
 TRACK = {"type": "track", "userId": "u", "event": "E", "messageId": "m-1"}

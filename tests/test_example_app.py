@@ -12,21 +12,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask_refiner_segment.devredis import free_port
 
 from .conftest import ROOT
-from .conftest import free_port
+from .conftest import launch_chromium
 
-CHROMIUM = os.environ.get("REFINER_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "docs"
 
 pytestmark = pytest.mark.browser
-
-
-def _need_browser() -> None:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("REFINER_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"Chromium is required at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
 
 
 @pytest.fixture
@@ -69,19 +62,10 @@ def example(tmp_path: Path) -> t.Iterator[str]:
 
 
 def test_survey_reaches_the_standin_within_a_second(example: str) -> None:
-    _need_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-            ],
-        )
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(example + "/")
         page.click("#login-ann")

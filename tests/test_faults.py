@@ -18,12 +18,13 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+from flask_refiner_segment.devredis import free_port
 from flask_refiner_segment.standin import serve
 
 from .conftest import ROOT
 from .conftest import RedisServer
+from .conftest import cli_environment
 from .conftest import drain
-from .conftest import free_port
 from .conftest import run_worker
 from .conftest import send_completion
 from .test_jobs import statuses
@@ -144,17 +145,7 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _env(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:
-    return {
-        "SQLALCHEMY_DATABASE_URI": app_config["SQLALCHEMY_DATABASE_URI"],
-        "REFINER_SEGMENT_REDIS_URL": app_config["REFINER_SEGMENT_REDIS_URL"],
-        "REFINER_SEGMENT_WRITE_KEY": app_config["REFINER_SEGMENT_WRITE_KEY"],
-        "REFINER_SEGMENT_API_HOST": app_config["REFINER_SEGMENT_API_HOST"],
-        "REFINER_SEGMENT_BACKOFF_BASE": "0.2",
-        "REFINER_SEGMENT_BACKOFF_MAX": "0.5",
-        "REFINER_SEGMENT_JOB_RETRY_INTERVALS": "[1]",
-        "REFINER_SEGMENT_BATCH_SIZE": "10",
-        **extra,
-    }
+    return cli_environment(app_config, **{"REFINER_SEGMENT_BATCH_SIZE": "10", **extra})
 
 
 def _stop(*procs: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

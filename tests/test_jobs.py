@@ -10,10 +10,10 @@ import typing as t
 import sqlalchemy as sa
 from flask_refiner_segment import delivery_failed
 from flask_refiner_segment import delivery_succeeded
+from flask_refiner_segment.devredis import free_port
 from flask_refiner_segment.standin import serve
 
 from .conftest import drain
-from .conftest import free_port
 from .conftest import run_worker
 from .conftest import send_completion
 from .test_receiver import deliveries

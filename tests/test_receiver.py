@@ -8,11 +8,11 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+from flask_refiner_segment.devredis import free_port
 from rq import Queue
 
 from . import hostapp
 from .conftest import completion
-from .conftest import free_port
 from .conftest import run_worker
 from .conftest import send_completion
 

