@@ -1,54 +1,67 @@
-"""Pure functions: validate a completion and build Segment's identify/group/track.
+"""Pure functions: build Segment's identify/group/track from a completion.
 
-``normalize_completion`` runs on the host's request path and returns the JSON-safe
-*completion* stored with the delivery; ``build_messages`` runs in the worker.
+:func:`normalize_completion` (from :mod:`.values`, re-exported here) runs on the
+host's request path and returns the JSON-safe *completion* stored with a
+delivery; :func:`build_messages` runs in the worker and turns it into the
+messages of SPEC §2. Nothing here uses Flask, the database or the network.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import datetime as dt
 import hashlib
+import itertools
 import json
 import re
 import typing as t
+import unicodedata
+from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from functools import lru_cache
 
-from .values import OnConvert
-from .values import iso_utc
-from .values import to_json
+from .values import InvalidCompletion as InvalidCompletion
+from .values import normalize_completion as normalize_completion
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
+#: Bytes counted for a batch request's ``{"batch":[...],"sentAt":...,"writeKey":...}``.
+BATCH_ENVELOPE_BYTES = 200
 ELLIPSIS = "…"
 
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
-#: Names an answer slug may not take (they would overwrite fixed fields).
-_RESERVED = frozenset(
-    {
-        "last_survey_id",
-        "last_survey_name",
-        "last_survey_completed_at",
-        "nps_score",
-        "nps_group",
-        "survey_id",
-        "survey_name",
-        "response_id",
-        "completed_at",
-        "answers",
-        "truncated_answers",
-    }
+#: Identify traits written after the prefix; an answer slug never takes one.
+FIXED_TRAITS = (
+    "last_survey_id",
+    "last_survey_name",
+    "last_survey_completed_at",
+    "nps_score",
+    "nps_group",
+)
+#: Track properties written unprefixed next to the flat ``{prefix}{slug}`` ones.
+FIXED_PROPERTIES = (
+    "survey_id",
+    "survey_name",
+    "response_id",
+    "completed_at",
+    "answers",
+    "truncated_answers",
 )
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DEFAULT = json.JSONEncoder()  # what json.dumps(message) gives: ASCII, with spaces
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ASCII_RUNS = re.compile(r"[^0-9a-z]+")
+_VERBATIM_TRAIT = re.compile(r"[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*")
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
-class InvalidCompletion(ValueError):
-    """The signal's payload cannot be delivered; ``str(exc)`` says why."""
+Message = dict[str, t.Any]
 
 
 class MessageTooLarge(ValueError):
-    """A message exceeds Segment's 32 KB limit even after truncation."""
+    """A message is over the size limit even after truncation; ``str(exc)`` says
+    which message and how large it is."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,276 +76,130 @@ class BuildOptions:
 
 
 def dumps(obj: t.Any) -> str:
-    """The compact JSON encoding used for sizes and requests."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """The compact JSON used for sizes and requests (UTF-8 text, no spaces)."""
+    return _COMPACT.encode(obj)
 
 
 def message_size(message: Mapping[str, t.Any]) -> int:
-    """Bytes of ``message`` as sent."""
-    return len(dumps(message).encode())
+    """Bytes of ``message`` as sent (UTF-8 of :func:`dumps`)."""
+    encoded = _COMPACT.encode(message)
+    return len(encoded) if encoded.isascii() else len(encoded.encode())
+
+
+def limit_size(message: Mapping[str, t.Any]) -> int:
+    """The size checked against ``max_message_bytes``: bytes of the default
+    ``json.dumps`` encoding (ASCII escapes, ``", "`` and ``": "``), the way
+    segment-analytics-python checks Segment's 32 KB limit. Never less than
+    :func:`message_size`, so a message within it is within both."""
+    return len(_DEFAULT.encode(message))
 
 
 def content_hash(completion: Mapping[str, t.Any]) -> str:
-    """sha256 of the canonical JSON of a completion (deduplicates signals)."""
-    canonical = json.dumps(
-        completion, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 hex of the canonical JSON (sorted keys, compact, UTF-8) of a
+    completion; equal completions hash equal whatever their key order."""
+    return hashlib.sha256(_CANONICAL.encode(completion).encode()).hexdigest()
 
 
-def _id(value: t.Any, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise InvalidCompletion(f"{what} is required (a non-empty str or int)")
-    return str(value)
+# -- names -------------------------------------------------------------------
 
 
-def _mapping(value: t.Any, what: str, *, optional: bool = True) -> Mapping[str, t.Any]:
-    if value is None and optional:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidCompletion(f"{what} must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _timestamp(value: t.Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return iso_utc(value)
-    if isinstance(value, str):
-        try:
-            return iso_utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            pass
-    raise InvalidCompletion(
-        "response completed_at must be a datetime or ISO-8601 string"
-    )
-
-
-def _questions(raw: t.Any) -> list[dict[str, t.Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, (list, tuple)):
-        raise InvalidCompletion("survey questions must be a list")
-    questions = []
-    for i, q in enumerate(raw):
-        if not isinstance(q, Mapping) or not isinstance(q.get("key"), str):
-            raise InvalidCompletion(f"survey question {i} needs a str 'key'")
-        scope = q.get("scope") or "user"
-        if scope not in ("user", "account"):
-            raise InvalidCompletion(
-                f"survey question {q['key']!r}: scope must be 'user' or 'account'"
-            )
-        trait = q.get("trait")
-        questions.append(
-            {
-                "key": q["key"],
-                "text": None if q.get("text") is None else str(q["text"]),
-                "type": None if q.get("type") is None else str(q["type"]),
-                "trait": None if trait in (None, "") else str(trait),
-                "scope": scope,
-            }
-        )
-    return questions
-
-
-def normalize_completion(
-    *,
-    user_id: object,
-    survey: object,
-    response: object,
-    account: object = None,
-    user_traits: object = None,
-    on_convert: OnConvert | None = None,
-) -> dict[str, t.Any]:
-    """Validate the ``survey_completed`` keyword arguments (SPEC §1).
-
-    Returns ``{"user_id", "survey": {"id", "name", "questions"}, "response":
-    {"id", "completed_at", "answers"}, "account": {"id", "traits"} | None,
-    "user_traits"}`` with JSON values only. Raises :exc:`InvalidCompletion`.
+def slugify(value: str) -> str:
+    """Lower-case ``value`` and make each run of non-alphanumerics one ``_``,
+    trimmed at both ends. Unicode letters, digits and marks are kept (after
+    NFKC normalization, so ``"ＮＰＳ"`` is ``"nps"``); may return ``""``.
     """
-    if user_id is None or user_id == "":
-        raise InvalidCompletion("missing user_id")
-    uid = _id(user_id, "user_id")
-    survey_map = _mapping(survey, "survey", optional=False)
-    response_map = _mapping(response, "response", optional=False)
-    rid = _id(response_map.get("id"), "response id")
-    answers = response_map.get("answers")
-    if not isinstance(answers, Mapping):
-        raise InvalidCompletion(
-            f"response answers must be a mapping, got {type(answers).__name__}"
-        )
-    account_map = _mapping(account, "account")
-    account_out = None
-    if account_map.get("id") not in (None, ""):
-        account_out = {
-            "id": _id(account_map["id"], "account id"),
-            "traits": to_json(
-                dict(_mapping(account_map.get("traits"), "account traits")), on_convert
-            ),
-        }
-    name = survey_map.get("name")
-    return {
-        "user_id": uid,
-        "survey": {
-            "id": _id(survey_map.get("id"), "survey id"),
-            "name": None if name is None else str(name),
-            "questions": _questions(survey_map.get("questions")),
-        },
-        "response": {
-            "id": rid,
-            "completed_at": _timestamp(response_map.get("completed_at")),
-            "answers": to_json(dict(answers), on_convert),
-        },
-        "account": account_out,
-        "user_traits": to_json(dict(_mapping(user_traits, "user_traits")), on_convert),
-    }
+    if value.isascii():
+        return _ASCII_RUNS.sub("_", value.lower()).strip("_")
+    value = unicodedata.normalize("NFKC", value).lower()
+    kept = [
+        c if c.isalnum() or unicodedata.category(c)[0] == "M" else " " for c in value
+    ]
+    return "_".join("".join(kept).split())
 
 
-def slugify(text: str) -> str:
-    """Lower-case, each run of non-alphanumerics one ``_``, trimmed of ``_``."""
-    return _NON_ALNUM.sub("_", text.lower()).strip("_")
+_slug = lru_cache(maxsize=2048)(slugify)
+
+
+def _base_slug(trait: str | None, key: str) -> str:
+    if trait:
+        if _VERBATIM_TRAIT.fullmatch(trait):
+            return trait
+        return _slug(trait) or "answer"
+    return _slug(key) or "answer"
+
+
+def trait_slugs(
+    questions: Sequence[Mapping[str, t.Any]],
+    answer_keys: Iterable[str],
+    *,
+    prefix: str = "refiner_",
+) -> dict[str, str]:
+    """Map each answer key to its unique slug (SPEC §2).
+
+    The slug is the question's ``trait`` verbatim when it is made of ASCII
+    letters, digits and ``_`` (case kept), else the slugified trait, else the
+    slugified key; an empty slug is ``"answer"``. Slugs are made unique
+    ignoring case, with ``_2``, ``_3``..., in question order, then answer
+    keys without a question in answer order. Every question reserves its slug,
+    answered or not, so a question's trait name is stable across responses.
+    :data:`FIXED_TRAITS` and, where ``prefix + slug`` would be one,
+    :data:`FIXED_PROPERTIES` are never used. Returns keys in that order.
+    """
+    taken = set(FIXED_TRAITS)
+    taken.update(
+        name[len(prefix) :] for name in FIXED_PROPERTIES if name.startswith(prefix)
+    )
+    by_question: dict[str, str] = {}
+    for q in questions:
+        key = q["key"]
+        if key not in by_question:
+            by_question[key] = _unique(_base_slug(q.get("trait"), key), taken)
+    keys = list(answer_keys)
+    present = set(keys)
+    slugs = {k: slug for k, slug in by_question.items() if k in present}
+    for key in keys:
+        if key not in by_question:
+            slugs[key] = _unique(_slug(key) or "answer", taken)
+    return slugs
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    slug, n = base, 1
+    while slug.lower() in taken:
+        n += 1
+        slug = f"{base}_{n}"
+    taken.add(slug.lower())
+    return slug
 
 
 def nps_group(score: int) -> str:
-    """``promoter`` 9–10, ``passive`` 7–8, ``detractor`` 0–6."""
+    """``"promoter"`` for 9–10, ``"passive"`` for 7–8, ``"detractor"`` for 0–6."""
+    if not 0 <= score <= 10:
+        raise ValueError(f"an NPS score is 0 to 10, got {score}")
     if score >= 9:
         return "promoter"
     return "passive" if score >= 7 else "detractor"
 
 
 def _nps_score(value: t.Any) -> int | None:
+    """An int-like answer 0–10 (``9``, ``9.0``, ``"9"``), else ``None``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    elif isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 2):
+            return None
+        value = int(value)
     if isinstance(value, int) and 0 <= value <= 10:
         return value
     return None
 
 
-def trait_slugs(
-    questions: Sequence[Mapping[str, t.Any]], answer_keys: t.Iterable[str]
-) -> dict[str, str]:
-    """Answer key → unique slug; collisions get ``_2``, ``_3`` in question order."""
-    keys = list(answer_keys)
-    present = set(keys)
-    custom = {q["key"]: q.get("trait") for q in questions}
-    ordered = [q["key"] for q in questions if q["key"] in present]
-    seen = set(ordered)
-    ordered += [k for k in keys if k not in seen]
-    used = set(_RESERVED)
-    slugs: dict[str, str] = {}
-    for key in dict.fromkeys(ordered):
-        base = slugify(custom.get(key) or key) or "answer"
-        slug, n = base, 1
-        while slug in used:
-            n += 1
-            slug = f"{base}_{n}"
-        used.add(slug)
-        slugs[key] = slug
-    return slugs
-
-
-def _message_id(
-    workspace_id: str, response_id: str, version: str, message: dict[str, t.Any]
-) -> str:
-    """Same response, call, content and version -> same id; an edit -> new ids.
-
-    ``version`` is the content hash of the whole completion, so an edited
-    response gets three new messages even when one call's content is unchanged.
-    """
-    canonical = json.dumps(
-        message, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    key = f"{workspace_id}\x00{response_id}\x00{version}\x00{message['type']}"
-    digest = hashlib.sha256(f"{key}\x00{canonical}".encode()).hexdigest()
-    return f"rs-{message['type']}-{digest[:48]}"
-
-
-def _build(
-    completion: Mapping[str, t.Any],
-    answers: Mapping[str, t.Any],
-    truncated: list[str],
-    options: BuildOptions,
-    workspace_id: str,
-    version: str,
-) -> list[dict[str, t.Any]]:
-    prefix = options.trait_prefix
-    survey, response = completion["survey"], completion["response"]
-    account = completion.get("account")
-    questions = survey.get("questions") or []
-    by_key = {q["key"]: q for q in questions}
-    slugs = trait_slugs(questions, answers)
-    user_id = completion["user_id"]
-    completed_at = response.get("completed_at")
-
-    traits: dict[str, t.Any] = dict(completion.get("user_traits") or {})
-    account_traits: dict[str, t.Any] = dict(account["traits"]) if account else {}
-    flat: dict[str, t.Any] = {}
-    nps: int | None = None
-    for key, value in answers.items():
-        name = prefix + slugs[key]
-        question = by_key.get(key, {})
-        flat[name] = value
-        if question.get("scope") == "account":
-            account_traits[name] = value
-        else:
-            traits[name] = value
-        if question.get("type") == "nps" and nps is None:
-            nps = _nps_score(value)
-    traits[prefix + "last_survey_id"] = survey["id"]
-    traits[prefix + "last_survey_name"] = survey.get("name")
-    traits[prefix + "last_survey_completed_at"] = completed_at
-    if nps is not None:
-        traits[prefix + "nps_score"] = nps
-        traits[prefix + "nps_group"] = nps_group(nps)
-
-    context: dict[str, t.Any] = {
-        "library": {"name": options.library_name, "version": options.library_version},
-        "integration": {"name": "refiner", "version": options.library_version},
-    }
-    properties: dict[str, t.Any] = {
-        "survey_id": survey["id"],
-        "survey_name": survey.get("name"),
-        "response_id": response["id"],
-        "completed_at": completed_at,
-        "answers": {slugs[k]: v for k, v in answers.items()},
-        **flat,
-    }
-    if truncated:
-        properties["truncated_answers"] = [slugs[k] for k in truncated]
-    messages: list[dict[str, t.Any]] = [
-        {"type": "identify", "userId": user_id, "traits": traits, "context": context}
-    ]
-    if account:
-        messages.append(
-            {
-                "type": "group",
-                "userId": user_id,
-                "groupId": account["id"],
-                "traits": account_traits,
-                "context": context,
-            }
-        )
-    messages.append(
-        {
-            "type": "track",
-            "userId": user_id,
-            "event": options.event_name,
-            "properties": properties,
-            "context": {**context, "groupId": account["id"]} if account else context,
-        }
-    )
-    for message in messages:
-        if completed_at is not None:
-            message["timestamp"] = completed_at
-        message["messageId"] = _message_id(
-            workspace_id, response["id"], version, message
-        )
-    return messages
+# -- build_messages ------------------------------------------------------------
 
 
 def build_messages(
@@ -340,42 +207,192 @@ def build_messages(
     options: BuildOptions,
     *,
     workspace_id: str = "default",
-) -> list[dict[str, t.Any]]:
-    """``[identify, group?, track]`` for one completion (SPEC §2), without ``sentAt``.
+) -> list[Message]:
+    """``[identify, group?, track]`` for one completion (SPEC §2), without
+    ``sentAt`` (the client adds it on every attempt).
 
-    Oversize messages get their longest free-text answers truncated (ending in
-    ``…`` and listed in the track's ``truncated_answers``); raises
-    :exc:`MessageTooLarge` when that is not enough.
+    - Answer traits are named ``{prefix}{slug}`` (:func:`trait_slugs`). They
+      win over ``user_traits`` / account traits of the same name; the fixed
+      ``{prefix}last_survey_*`` and NPS traits win over ``user_traits``.
+    - The NPS traits come from the first ``"nps"`` question, in question order,
+      whose answer is an int-like 0–10.
+    - Account-scope answers go to the group; without an account they are only
+      in the track (which carries every answer).
+    - ``messageId`` is ``rs-{type}-`` and 48 hex digits of a sha256 over the
+      workspace, the options and the canonical completion: retries and
+      re-signals with the same content repeat it, any edit changes all three.
+    - A message over ``max_message_bytes`` (by :func:`limit_size`) has its
+      longest string answers cut, longest first, to a common length that fits,
+      each ending in ``…`` and listed in the track's ``truncated_answers``.
+
+    :raise MessageTooLarge: when a message does not fit even so.
     """
-    answers: dict[str, t.Any] = dict(completion["response"]["answers"])
-    truncated: list[str] = []
-    version = content_hash(completion)[:16]
-    limit = options.max_message_bytes
-    while True:
-        messages = _build(
-            completion, answers, truncated, options, workspace_id, version
-        )
-        sizes = [message_size(m) for m in messages]
-        over = max(size - limit for size in sizes)
-        if over <= 0:
-            return messages
-        candidates = [
-            k for k, v in answers.items() if isinstance(v, str) and v != ELLIPSIS
-        ]
-        if not candidates:
-            worst = max(range(len(messages)), key=lambda i: sizes[i] - limit)
-            raise MessageTooLarge(
-                f"the {messages[worst]['type']} message is {sizes[worst]} bytes, over"
-                f" Segment's {limit} byte limit, even with free-text answers truncated"
+    builder = _Builder(completion, options, workspace_id)
+    answers = builder.answers
+    messages = builder.build(answers, [])
+    sizes = [limit_size(m) for m in messages]
+    if max(sizes) <= options.max_message_bytes:
+        return messages
+    return _fit(builder, options.max_message_bytes, messages, sizes)
+
+
+class _Builder:
+    """What stays the same while answers are truncated."""
+
+    def __init__(
+        self, completion: Mapping[str, t.Any], options: BuildOptions, ws: str
+    ) -> None:
+        self.completion, self.options = completion, options
+        self.answers: Mapping[str, t.Any] = completion["response"]["answers"]
+        questions = completion["survey"].get("questions") or ()
+        self.slugs = trait_slugs(questions, self.answers, prefix=options.trait_prefix)
+        self.account_keys = {q["key"] for q in questions if q.get("scope") == "account"}
+        self.nps = None
+        for q in questions:
+            if q.get("type") == "nps" and q["key"] in self.answers:
+                self.nps = _nps_score(self.answers[q["key"]])
+                if self.nps is not None:
+                    break
+        o = options
+        seed: list[t.Any] = [ws, o.trait_prefix, o.event_name, o.library_name]
+        seed += [o.library_version, o.max_message_bytes, completion]
+        digest = hashlib.sha256(_CANONICAL.encode(seed).encode()).digest()
+        self.ids = {
+            kind: f"rs-{kind}-{hashlib.sha256(kind.encode() + digest).hexdigest()[:48]}"
+            for kind in ("identify", "group", "track")
+        }
+
+    def build(
+        self, answers: Mapping[str, t.Any], truncated: list[str]
+    ) -> list[Message]:
+        c, options = self.completion, self.options
+        prefix, version = options.trait_prefix, options.library_version
+        survey, response, account = c["survey"], c["response"], c.get("account")
+        completed_at = response.get("completed_at")
+        traits = dict(c.get("user_traits") or ())
+        group_traits = dict(account.get("traits") or ()) if account else {}
+        nested: dict[str, t.Any] = {}
+        flat: dict[str, t.Any] = {}
+        for key, slug in self.slugs.items():
+            name, value = prefix + slug, answers[key]
+            nested[slug] = flat[name] = value
+            (group_traits if key in self.account_keys else traits)[name] = value
+        traits[prefix + "last_survey_id"] = survey["id"]
+        traits[prefix + "last_survey_name"] = survey.get("name")
+        traits[prefix + "last_survey_completed_at"] = completed_at
+        if self.nps is not None:
+            traits[prefix + "nps_score"] = self.nps
+            traits[prefix + "nps_group"] = nps_group(self.nps)
+        properties = {
+            "survey_id": survey["id"],
+            "survey_name": survey.get("name"),
+            "response_id": response["id"],
+            "completed_at": completed_at,
+            "answers": nested,
+            **flat,
+        }
+        if truncated:
+            properties["truncated_answers"] = truncated
+        stamp = {} if completed_at is None else {"timestamp": completed_at}
+
+        def message(kind: str, **fields: t.Any) -> Message:
+            context = {
+                "library": {"name": options.library_name, "version": version},
+                "integration": {"name": "refiner", "version": version},
+            }
+            return {
+                "type": kind,
+                "messageId": self.ids[kind],
+                "userId": c["user_id"],
+                **fields,
+                **stamp,
+                "context": context,
+            }
+
+        messages = [message("identify", traits=traits)]
+        track = message("track", event=options.event_name, properties=properties)
+        if account:
+            messages.append(
+                message("group", groupId=account["id"], traits=group_traits)
             )
-        key = max(candidates, key=lambda k: len(answers[k].encode()))
-        encoded = answers[key].encode()
-        # The track carries an answer twice (nested and flat): cut half the excess
-        # from each copy, plus room for the marker and the truncated_answers list.
-        keep = max(0, len(encoded) - (over + 1) // 2 - 64 - len(key))
-        answers[key] = encoded[:keep].decode(errors="ignore") + ELLIPSIS
-        if key not in truncated:
-            truncated.append(key)
+            track["context"]["groupId"] = account["id"]
+        messages.append(track)
+        return messages
+
+
+def _json_width(ch: str) -> int:
+    """Bytes of one character inside a JSON string, as :func:`limit_size` counts."""
+    o = ord(ch)
+    if o < 0x80:
+        if o < 0x20:
+            return 2 if ch in "\b\f\n\r\t" else 6
+        return 2 if ch in '"\\' else 1
+    return 6 if o < 0x10000 else 12  # \uXXXX, or a surrogate pair of them
+
+
+class _Cutter:
+    """Cuts one string answer to a byte budget; only its first ``limit + 1``
+    characters are ever measured, so a 10 MB answer costs no more than 32 KB."""
+
+    def __init__(self, value: str, limit: int) -> None:
+        head = value[: limit + 1]
+        self.value = value
+        self.widths: list[int] | None = None
+        if not head.isascii() or _JSON_ESCAPED.search(head):
+            self.widths = list(itertools.accumulate(map(_json_width, head)))
+        exact = len(head) if self.widths is None else self.widths[-1]
+        self.width = exact if len(value) <= limit else limit + 1
+
+    def cut(self, budget: int) -> str:
+        if self.widths is None:
+            return self.value[:budget] + ELLIPSIS
+        return self.value[: bisect.bisect_right(self.widths, budget)] + ELLIPSIS
+
+
+def _fit(
+    builder: _Builder, limit: int, messages: list[Message], sizes: list[int]
+) -> list[Message]:
+    """Cap every string answer at the largest byte length where all messages
+    fit (a binary search: about 15 builds), so the longest are cut first."""
+    answers, slugs = builder.answers, builder.slugs
+    cutters = {
+        k: _Cutter(v, limit) for k in slugs if isinstance(v := answers[k], str) and v
+    }
+    if not cutters:
+        raise _too_large(messages, sizes, limit, "no free-text answer to truncate")
+
+    def attempt(cap: int) -> tuple[list[Message], list[int]]:
+        values = dict(answers)
+        truncated = []
+        for key, cutter in cutters.items():
+            if cutter.width > cap:
+                values[key] = cutter.cut(cap)
+                truncated.append(slugs[key])
+        built = builder.build(values, truncated)
+        return built, [limit_size(m) for m in built]
+
+    best, sizes = attempt(0)
+    if max(sizes) > limit:
+        raise _too_large(best, sizes, limit, "even with every free-text answer cut")
+    lo, hi = 0, min(limit, max(c.width for c in cutters.values()))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        built, sizes = attempt(mid)
+        if max(sizes) <= limit:
+            lo, best = mid, built
+        else:
+            hi = mid
+    return best
+
+
+def _too_large(
+    messages: list[Message], sizes: list[int], limit: int, why: str
+) -> MessageTooLarge:
+    worst = max(range(len(sizes)), key=sizes.__getitem__)
+    return MessageTooLarge(
+        f"the {messages[worst]['type']} message is {sizes[worst]} bytes,"
+        f" over the {limit}-byte limit ({why})"
+    )
 
 
 def chunk_batches(
@@ -384,21 +401,23 @@ def chunk_batches(
     max_bytes: int = 475_000,
     max_messages: int = MAX_BATCH_MESSAGES,
 ) -> list[list[int]]:
-    """Split per-delivery message groups into batch requests within the limits.
+    """Split per-delivery message groups into batch requests, in order.
 
-    A delivery's messages stay in one batch; returns lists of group indexes.
+    A delivery's messages stay in one batch. Each chunk (a list of group
+    indexes) keeps ``200 + Σ (message_size + 2)`` within ``max_bytes`` and its
+    message count within ``max_messages``; a group that alone exceeds either
+    gets a chunk of its own. Empty groups are kept in the current chunk.
     """
-    envelope = 200
     chunks: list[list[int]] = []
     current: list[int] = []
-    size, count = envelope, 0
+    size, count = BATCH_ENVELOPE_BYTES, 0
     for index, group in enumerate(groups):
         group_size = sum(message_size(m) + 2 for m in group)
         if current and (
             size + group_size > max_bytes or count + len(group) > max_messages
         ):
             chunks.append(current)
-            current, size, count = [], envelope, 0
+            current, size, count = [], BATCH_ENVELOPE_BYTES, 0
         current.append(index)
         size += group_size
         count += len(group)
