@@ -26,6 +26,7 @@ from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from .inbound_demo import demo_batch
+from .surveys import POWER_EXPORTERS
 from .surveys import SURVEYS
 from .surveys import USERS
 from .surveys import signal_questions
@@ -97,6 +98,10 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     refiner_segment.init_app(app)
     with app.app_context():
         db.create_all()
+        if refiner_segment.get_segment_by_name(POWER_EXPORTERS["name"]) is None:
+            refiner_segment.create_segment(
+                POWER_EXPORTERS["name"], POWER_EXPORTERS["rules"]
+            )
 
     standin = SegmentStandIn()
     app.extensions["segment_standin"] = standin
@@ -133,7 +138,10 @@ def _register_views(app: Flask) -> None:
                     )
                 )
             )
-        return render_template("index.html", users=USERS, surveys=SURVEYS, done=done)
+        visible = {
+            sid: s for sid, s in SURVEYS.items() if user and _targets(user["id"], s)
+        }
+        return render_template("index.html", users=USERS, surveys=visible, done=done)
 
     @app.post("/login")
     def login() -> t.Any:
@@ -157,6 +165,8 @@ def _register_views(app: Flask) -> None:
         if user is None:
             flash("Sign in first.")
             return redirect(url_for("index"))
+        if not _targets(user["id"], survey):
+            abort(404)
         if request.method == "POST":
             answers = _read_answers(survey)
             response = SurveyResponse(
@@ -210,6 +220,14 @@ def _register_views(app: Flask) -> None:
         data = refiner_segment.profile(user["id"])
         events = refiner_segment.recent_events(user["id"], limit=10)
         return render_template("profile.html", profile=data, events=events)
+
+
+def _targets(user_id: str, survey: dict[str, t.Any]) -> bool:
+    """Whether a survey is shown to a user: everyone, or its segment's members."""
+    if not survey.get("segment"):
+        return True
+    segment = refiner_segment.get_segment_by_name(survey["segment"])
+    return segment is not None and refiner_segment.is_member(user_id, segment)
 
 
 def _read_answers(survey: dict[str, t.Any]) -> dict[str, t.Any]:

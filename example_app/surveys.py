@@ -86,6 +86,38 @@ SURVEYS: dict[str, dict[str, t.Any]] = {
 }
 
 
+#: A user segment built from what Segment sends in (see the inbound demo).
+POWER_EXPORTERS = {
+    "name": "Power exporters",
+    "rules": {
+        "match": "all",
+        "conditions": [
+            {"kind": "event", "name": "Report Exported", "op": "at_least", "count": 3}
+        ],
+    },
+}
+
+#: Shown only to members of the segment.
+SURVEYS["export-feedback"] = {
+    "id": "export-feedback",
+    "name": "Export Feedback (power exporters only)",
+    "segment": POWER_EXPORTERS["name"],
+    "questions": [
+        {
+            "key": "export_format",
+            "text": "Which export format should we add next?",
+            "input": "choice",
+            "choices": ["xlsx", "parquet", "pdf"],
+        },
+        {
+            "key": "export_pain",
+            "text": "What slows your exports down?",
+            "input": "text",
+        },
+    ],
+}
+
+
 def signal_questions(survey: dict[str, t.Any]) -> list[dict[str, t.Any]]:
     """The question metadata of the survey_completed contract."""
     return [

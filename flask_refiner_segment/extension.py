@@ -18,6 +18,7 @@ from .crypto import SecretBox
 from .crypto import make_box
 from .models import Models
 from .models import make_models
+from .segments.models import make_segment_models
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -76,6 +77,7 @@ class RefinerSegment:
         self.db = db
         self.models = make_models(db)
         self.inbound = _make_inbound_models(db)
+        self.segment_models = make_segment_models(db)
         self.signal = (
             signal if signal is not None else blinker.signal("survey_completed")
         )
@@ -152,6 +154,12 @@ class RefinerSegment:
             csrf = app.extensions.get("csrf")
             if csrf is not None:
                 csrf.exempt(bp)
+        from .segments.views import make_segments_blueprint
+
+        app.register_blueprint(
+            make_segments_blueprint(self),
+            url_prefix=state.config.url_prefix + "/segments",
+        )
 
     # -- host hooks ---------------------------------------------------------
 
@@ -229,6 +237,50 @@ class RefinerSegment:
         from .inbound import api
 
         return api.recent_events(user_id, limit, workspace_id)
+
+    def is_member(
+        self, user_id: str, segment: t.Any, workspace_id: str | None = None
+    ) -> bool:
+        """Whether a user is in a segment (a saved segment, its id or a rules dict)."""
+        from .segments import api
+
+        return api.is_member(user_id, segment, workspace_id)
+
+    def segment_count(self, segment: t.Any, workspace_id: str | None = None) -> int:
+        """Number of users in a segment, counted in SQL."""
+        from .segments import api
+
+        return api.count(segment, workspace_id)
+
+    def segment_members(
+        self,
+        segment: t.Any,
+        page: int = 1,
+        per_page: int = 50,
+        workspace_id: str | None = None,
+    ) -> list[str]:
+        """One page of a segment's user ids."""
+        from .segments import api
+
+        return api.members(segment, page, per_page, workspace_id)
+
+    def create_segment(
+        self, name: str, rules: dict[str, t.Any], workspace_id: str | None = None
+    ) -> t.Any:
+        """Validate and save a named segment (raises ``SegmentRuleError``)."""
+        from .segments import api
+
+        return api.create_segment(name, rules, workspace_id)
+
+    def get_segment_by_name(
+        self, name: str, workspace_id: str | None = None
+    ) -> t.Any | None:
+        """A saved segment by its name, or ``None``."""
+        from .segments import api
+
+        return next(
+            (s for s in api.list_segments(workspace_id) if s.name == name), None
+        )
 
     # -- the receiver -------------------------------------------------------
 

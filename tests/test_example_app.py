@@ -99,4 +99,16 @@ def test_survey_reaches_the_standin_within_a_second(example: str) -> None:
         page.wait_for_selector("#calls")
         assert "3 calls received" in page.inner_text("#summary")
         page.screenshot(path=str(SCREENSHOTS / "standin.png"), full_page=True)
+        # Segment -> this app: the segment-targeted survey appears for Ann only.
+        page.goto(example + "/")
+        assert page.locator("#survey-export-feedback").count() == 0
+        page.click("#nav-profile")
+        page.click("#inbound-demo")
+        page.wait_for_selector("text=HTTP 200")
+        assert "Report Exported" in page.inner_text("#events")
+        page.goto(example + "/")
+        assert page.locator("#survey-export-feedback").count() == 1
+        page.click("#nav-settings")
+        page.wait_for_selector("#deliveries")
+        assert "sent" in page.inner_text("#deliveries")
         browser.close()

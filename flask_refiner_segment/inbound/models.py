@@ -193,6 +193,14 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
                 "ix_refiner_segment_event_name", "workspace_id", "name", "timestamp"
             ),
             sa.Index("ix_refiner_segment_event_time", "timestamp"),
+            # Segment rules: "performed <name> at least N times in D days".
+            sa.Index(
+                "ix_refiner_segment_event_user_name",
+                "workspace_id",
+                "user_id",
+                "name",
+                "timestamp",
+            ),
         )
 
         id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)

@@ -1,0 +1,176 @@
+"""Rule format and its validation.
+
+A rule set::
+
+    {"match": "all" | "any", "conditions": [condition | group, ...]}
+
+where a group is ``{"match": ..., "conditions": [condition, ...]}`` (one level).
+Conditions: see README_SECTION.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+MATCHES = ("all", "any")
+VALUE_OPS = (
+    "eq", "neq", "contains", "starts_with", "in", "gt", "gte", "lt", "lte",
+    "exists", "not_exists",
+)  # fmt: skip
+EVENT_OPS = ("at_least", "at_most")
+KINDS = ("trait", "account_trait", "event", "survey_completed", "answer")
+
+
+class SegmentRuleError(ValueError):
+    """A rule set is invalid; ``errors`` lists ``(path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{p}: {m}" for p, m in errors))
+
+
+def is_iso_date(value: t.Any) -> bool:
+    if not isinstance(value, str) or len(value) < 10:
+        return False
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_num(v: t.Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_value_op(
+    c: dict[str, t.Any], path: str, errors: list[tuple[str, str]]
+) -> None:
+    op = c.get("op")
+    if op not in VALUE_OPS:
+        errors.append(
+            (path, f"unknown operator {op!r} (expected one of {', '.join(VALUE_OPS)})")
+        )
+        return
+    if op in ("exists", "not_exists"):
+        if c.get("value") is not None:
+            errors.append((path, f"operator {op!r} takes no value"))
+        return
+    if "value" not in c:
+        errors.append((path, f"operator {op!r} needs a 'value'"))
+        return
+    v = c["value"]
+    if op in ("eq", "neq"):
+        if not (isinstance(v, (str, bool)) or _is_num(v)):
+            errors.append(
+                (path, f"operator {op!r} needs a string, number or boolean value")
+            )
+    elif op in ("contains", "starts_with"):
+        if not isinstance(v, str) or not v:
+            errors.append((path, f"operator {op!r} needs a non-empty string value"))
+    elif op == "in":
+        if (
+            not isinstance(v, list)
+            or not v
+            or not all(isinstance(x, str) or _is_num(x) for x in v)
+        ):
+            errors.append(
+                (path, "operator 'in' needs a non-empty list of strings or numbers")
+            )
+    else:
+        if not (_is_num(v) or is_iso_date(v)):
+            errors.append(
+                (path, f"operator {op!r} needs a number or an ISO date (YYYY-MM-DD...)")
+            )
+
+
+def _check_key(
+    c: dict[str, t.Any], field: str, path: str, errors: list[tuple[str, str]]
+) -> None:
+    key = c.get(field)
+    if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+        errors.append(
+            (path, f"needs a non-empty string {field!r} (dotted path allowed)")
+        )
+
+
+def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None:
+    if not isinstance(c, dict):
+        errors.append((path, "a condition must be an object"))
+        return
+    kind = c.get("kind")
+    if kind not in KINDS:
+        errors.append(
+            (path, f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+        )
+        return
+    path = f"{path} ({kind})"
+    if kind in ("trait", "account_trait"):
+        _check_key(c, "key", path, errors)
+        _check_value_op(c, path, errors)
+    elif kind == "event":
+        if not isinstance(c.get("name"), str) or not c.get("name"):
+            errors.append((path, "needs a non-empty string 'name'"))
+        if c.get("op") not in EVENT_OPS:
+            errors.append(
+                (
+                    path,
+                    f"unknown operator {c.get('op')!r} (expected at_least or at_most)",
+                )
+            )
+        n = c.get("count")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            errors.append((path, "'count' must be an integer >= 0"))
+        d = c.get("within_days")
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1):
+            errors.append((path, "'within_days' must be an integer >= 1 or null"))
+        w = c.get("where")
+        if w is not None:
+            if not isinstance(w, dict):
+                errors.append((path, "'where' must be an object or null"))
+            else:
+                _check_key(w, "key", path + " where", errors)
+                _check_value_op(w, path + " where", errors)
+    elif kind == "survey_completed":
+        if not isinstance(c.get("survey_id"), str) or not c.get("survey_id"):
+            errors.append((path, "needs a non-empty string 'survey_id'"))
+    elif kind == "answer":
+        if not isinstance(c.get("survey_id"), str) or not c.get("survey_id"):
+            errors.append((path, "needs a non-empty string 'survey_id'"))
+        q = c.get("question")
+        if not isinstance(q, str) or not q:
+            errors.append((path, "needs a non-empty string 'question'"))
+        _check_value_op(c, path, errors)
+
+
+def _check_group(
+    g: t.Any, path: str, errors: list[tuple[str, str]], depth: int
+) -> None:
+    if not isinstance(g, dict):
+        errors.append((path, "must be an object with 'match' and 'conditions'"))
+        return
+    if g.get("match") not in MATCHES:
+        errors.append((path, f"'match' must be 'all' or 'any', not {g.get('match')!r}"))
+    conds = g.get("conditions")
+    if not isinstance(conds, list):
+        errors.append((path, "'conditions' must be a list"))
+        return
+    for i, c in enumerate(conds):
+        cpath = f"{path}conditions[{i}]"
+        if isinstance(c, dict) and "kind" not in c and "conditions" in c:
+            if depth >= 1:
+                errors.append((cpath, "groups nest only one level"))
+            else:
+                _check_group(c, cpath + ".", errors, depth + 1)
+        else:
+            _check_condition(c, cpath, errors)
+
+
+def validate_rules(rules: t.Any) -> dict[str, t.Any]:
+    """Return ``rules`` when valid; raise :class:`SegmentRuleError` otherwise."""
+    errors: list[tuple[str, str]] = []
+    _check_group(rules, "", errors, 0)
+    if errors:
+        raise SegmentRuleError(errors)
+    return t.cast("dict[str, t.Any]", rules)

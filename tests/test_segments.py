@@ -1,0 +1,573 @@
+"""Segments: rule validation, SQL evaluation on SQLite and PostgreSQL, CRUD API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_refiner_segment.segments import api
+from flask_refiner_segment.segments.models import make_segment_models
+from flask_refiner_segment.segments.rules import SegmentRuleError
+from flask_refiner_segment.segments.rules import validate_rules
+
+from . import hostapp
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
+WS = "default"
+
+
+def make_seg_app(database_url: str) -> Flask:
+    app = hostapp.create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "REFINER_SEGMENT_REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    )
+    from flask_refiner_segment.extension import EXTENSION_KEY
+
+    db = app.extensions["test_db"]
+    state = app.extensions[EXTENSION_KEY]
+    ext = state.ext
+    if getattr(ext, "segment_models", None) is None:
+        ext.segment_models = make_segment_models(db)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def close_seg_app(app: Flask) -> None:
+    db = app.extensions["test_db"]
+    with app.app_context():
+        db.session.remove()
+        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+            db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def seg_app(database_url: str) -> t.Iterator[Flask]:
+    app = make_seg_app(database_url)
+    yield app
+    close_seg_app(app)
+
+
+def _kind(v: t.Any) -> tuple[str, str | None, float | None]:
+    if v is None:
+        return "null", None, None
+    if isinstance(v, bool):
+        return "boolean", "true" if v else "false", None
+    if isinstance(v, (int, float)):
+        return "number", str(v), float(v)
+    if isinstance(v, str):
+        return "string", v, None
+    return ("array" if isinstance(v, list) else "object"), None, None
+
+
+def insert_data(
+    app: Flask,
+    profiles: dict[str, dict[str, t.Any]],
+    *,
+    accounts: dict[str, dict[str, t.Any]] | None = None,
+    memberships: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    events: list[tuple[str, str, dict, dt.datetime]] = (),  # type: ignore[assignment]
+    deliveries: list[dict[str, t.Any]] = (),  # type: ignore[assignment]
+) -> None:
+    """Insert rows as the inbound route stores them (Core, fast)."""
+    from flask_refiner_segment.extension import EXTENSION_KEY
+
+    state = app.extensions[EXTENSION_KEY]
+    m = state.ext.inbound
+    with app.app_context(), state.db.engine.begin() as conn:
+        if profiles:
+            conn.execute(
+                sa.insert(m.Profile.__table__),
+                [
+                    {
+                        "workspace_id": WS,
+                        "user_id": u,
+                        "first_seen_at": NOW,
+                        "last_seen_at": NOW,
+                        "updated_at": NOW,
+                    }
+                    for u in profiles
+                ],
+            )
+        rows = []
+        for u, traits in profiles.items():
+            for k, v in traits.items():
+                typ, text, num = _kind(v)
+                rows.append(
+                    {
+                        "workspace_id": WS,
+                        "user_id": u,
+                        "key": k,
+                        "value": v,
+                        "value_type": typ,
+                        "value_text": text,
+                        "value_num": num,
+                        "value_at": NOW,
+                        "updated_at": NOW,
+                    }
+                )
+        if rows:
+            conn.execute(sa.insert(m.UserTrait.__table__), rows)
+        if accounts:
+            conn.execute(
+                sa.insert(m.Account.__table__),
+                [
+                    {
+                        "workspace_id": WS,
+                        "group_id": g,
+                        "first_seen_at": NOW,
+                        "last_seen_at": NOW,
+                        "updated_at": NOW,
+                    }
+                    for g in accounts
+                ],
+            )
+            rows = []
+            for g, traits in accounts.items():
+                for k, v in traits.items():
+                    typ, text, num = _kind(v)
+                    rows.append(
+                        {
+                            "workspace_id": WS,
+                            "group_id": g,
+                            "key": k,
+                            "value": v,
+                            "value_type": typ,
+                            "value_text": text,
+                            "value_num": num,
+                            "value_at": NOW,
+                            "updated_at": NOW,
+                        }
+                    )
+            if rows:
+                conn.execute(sa.insert(m.AccountTrait.__table__), rows)
+        if memberships:
+            conn.execute(
+                sa.insert(m.Membership.__table__),
+                [
+                    {
+                        "workspace_id": WS,
+                        "user_id": u,
+                        "group_id": g,
+                        "first_seen_at": NOW,
+                        "last_seen_at": NOW,
+                    }
+                    for u, g in memberships
+                ],
+            )
+        if events:
+            conn.execute(
+                sa.insert(m.Event.__table__),
+                [
+                    {
+                        "workspace_id": WS,
+                        "user_id": u,
+                        "message_id": f"m{i}",
+                        "name": n,
+                        "properties": p,
+                        "timestamp": ts,
+                        "received_at": NOW,
+                    }
+                    for i, (u, n, p, ts) in enumerate(events)
+                ],
+            )
+        if deliveries:
+            conn.execute(sa.insert(state.models.Delivery.__table__), deliveries)
+
+
+def delivery(
+    user_id: str,
+    survey_id: str,
+    answers: dict,
+    *,
+    response_id: str,
+    created_at: dt.datetime = NOW,
+    status: str = "sent",
+) -> dict[str, t.Any]:
+    payload = {
+        "user_id": user_id,
+        "survey": {
+            "id": survey_id,
+            "name": survey_id.upper(),
+            "questions": [
+                {
+                    "key": k,
+                    "type": "nps" if k == "how_likely" else None,
+                    "scope": "user",
+                    "trait": None,
+                    "text": k,
+                }
+                for k in answers
+            ],
+        },
+        "response": {
+            "id": response_id,
+            "completed_at": created_at.isoformat() + "Z",
+            "answers": answers,
+        },
+        "account": None,
+        "user_traits": {},
+    }
+    return {
+        "workspace_id": WS,
+        "response_id": response_id,
+        "survey_id": survey_id,
+        "user_id": user_id,
+        "content_hash": response_id.ljust(64, "0")[:64],
+        "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        "status": status,
+        "attempts": 1,
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+
+
+def members(app: Flask, rules: dict) -> list[str]:
+    with app.app_context():
+        return api.members(rules, per_page=1000)
+
+
+def cond(kind: str = "trait", **kw: t.Any) -> dict:
+    return {"match": "all", "conditions": [{"kind": kind, **kw}]}
+
+
+# --- validation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"match": "some", "conditions": []}, "'match' must be 'all' or 'any'"),
+        ({"match": "all"}, "'conditions' must be a list"),
+        (cond("color", key="x"), "conditions[0]: unknown kind 'color'"),
+        (
+            cond(key="plan", op="like", value="x"),
+            "conditions[0] (trait): unknown operator 'like'",
+        ),
+        (
+            cond(key="plan", op="gt", value="abc"),
+            "operator 'gt' needs a number or an ISO date",
+        ),
+        (
+            cond(key="plan", op="in", value="pro"),
+            "operator 'in' needs a non-empty list",
+        ),
+        (
+            cond(key="plan", op="contains", value=3),
+            "operator 'contains' needs a non-empty string",
+        ),
+        (cond(key="plan", op="eq"), "operator 'eq' needs a 'value'"),
+        (cond(key="", op="exists"), "needs a non-empty string 'key'"),
+        (cond(key="a..b", op="exists"), "needs a non-empty string 'key'"),
+        (cond("event", name="X", op="more", count=1), "unknown operator 'more'"),
+        (
+            cond("event", name="X", op="at_least", count=-1),
+            "'count' must be an integer >= 0",
+        ),
+        (
+            cond("event", name="X", op="at_least", count=1, within_days=0),
+            "'within_days'",
+        ),
+        (
+            cond(
+                "event",
+                name="X",
+                op="at_least",
+                count=1,
+                where={"key": "p", "op": "gt", "value": "z"},
+            ),
+            "conditions[0] (event) where: operator 'gt'",
+        ),
+        (cond("survey_completed"), "needs a non-empty string 'survey_id'"),
+        (
+            cond("answer", survey_id="s", op="eq", value=1),
+            "needs a non-empty string 'question'",
+        ),
+        (
+            {
+                "match": "all",
+                "conditions": [
+                    {"match": "any", "conditions": [{"match": "all", "conditions": []}]}
+                ],
+            },
+            "groups nest only one level",
+        ),
+    ],
+)
+def test_validation_messages(rules: dict, message: str) -> None:
+    with pytest.raises(SegmentRuleError) as info:
+        validate_rules(rules)
+    assert message in str(info.value)
+
+
+def test_valid_rules_pass() -> None:
+    rules = {
+        "match": "any",
+        "conditions": [
+            {"kind": "trait", "key": "address.city", "op": "eq", "value": "Paris"},
+            {
+                "match": "all",
+                "conditions": [
+                    {
+                        "kind": "event",
+                        "name": "Order Completed",
+                        "op": "at_least",
+                        "count": 2,
+                        "within_days": 30,
+                        "where": {"key": "total", "op": "gte", "value": 10},
+                    },
+                    {
+                        "kind": "answer",
+                        "survey_id": "nps",
+                        "question": "how_likely",
+                        "op": "gte",
+                        "value": 9,
+                    },
+                ],
+            },
+        ],
+    }
+    assert validate_rules(rules) is rules
+
+
+# --- evaluation on SQLite and PostgreSQL -----------------------------------
+
+PROFILES = {
+    "u1": {
+        "plan": "pro",
+        "seats": 10,
+        "beta": True,
+        "signup": "2024-03-01",
+        "address": {"city": "Paris", "zip": 75001},
+        "email": "ann@acme.io",
+    },
+    "u2": {
+        "plan": "free",
+        "seats": 1,
+        "beta": False,
+        "signup": "2025-07-15",
+        "address": {"city": "Berlin"},
+        "email": "bob@example.com",
+    },
+    "u3": {"plan": None, "seats": "10", "email": "cy@acme.io"},
+    "u4": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({"key": "plan", "op": "eq", "value": "pro"}, ["u1"]),
+        ({"key": "plan", "op": "neq", "value": "pro"}, ["u2"]),
+        ({"key": "seats", "op": "eq", "value": 10}, ["u1"]),
+        ({"key": "beta", "op": "eq", "value": True}, ["u1"]),
+        ({"key": "beta", "op": "eq", "value": False}, ["u2"]),
+        ({"key": "email", "op": "contains", "value": "@acme"}, ["u1", "u3"]),
+        ({"key": "email", "op": "contains", "value": "@ACME"}, []),
+        ({"key": "email", "op": "starts_with", "value": "bo"}, ["u2"]),
+        ({"key": "plan", "op": "in", "value": ["pro", "free"]}, ["u1", "u2"]),
+        ({"key": "seats", "op": "in", "value": [1, 2]}, ["u2"]),
+        ({"key": "seats", "op": "gt", "value": 1}, ["u1"]),
+        ({"key": "seats", "op": "gte", "value": 1}, ["u1", "u2"]),
+        ({"key": "seats", "op": "lt", "value": 10}, ["u2"]),
+        ({"key": "seats", "op": "lte", "value": 10}, ["u1", "u2"]),
+        ({"key": "signup", "op": "gt", "value": "2025-01-01"}, ["u2"]),
+        ({"key": "signup", "op": "lte", "value": "2024-03-01"}, ["u1"]),
+        ({"key": "plan", "op": "exists"}, ["u1", "u2"]),
+        ({"key": "plan", "op": "not_exists"}, ["u3", "u4"]),
+        ({"key": "address.city", "op": "eq", "value": "Paris"}, ["u1"]),
+        ({"key": "address.city", "op": "starts_with", "value": "Ber"}, ["u2"]),
+        ({"key": "address.zip", "op": "gte", "value": 75000}, ["u1"]),
+        ({"key": "address.zip", "op": "exists"}, ["u1"]),
+        ({"key": "address.zip", "op": "not_exists"}, ["u2", "u3", "u4"]),
+        ({"key": "address.city", "op": "neq", "value": "Paris"}, ["u2"]),
+        ({"key": "address.city", "op": "in", "value": ["Berlin", "Rome"]}, ["u2"]),
+    ],
+)
+def test_trait_operators(seg_app: Flask, condition: dict, expected: list[str]) -> None:
+    insert_data(seg_app, PROFILES)
+    assert members(seg_app, cond(**condition)) == expected
+
+
+def test_account_traits_and_nesting(seg_app: Flask) -> None:
+    insert_data(
+        seg_app,
+        {"u1": {"plan": "pro"}, "u2": {"plan": "free"}, "u3": {}},
+        accounts={
+            "a1": {"tier": "enterprise", "mrr": 900},
+            "a2": {"tier": "smb", "mrr": 50},
+        },
+        memberships=[("u1", "a2"), ("u2", "a1"), ("u3", "a2"), ("u1", "a1")],
+    )
+    assert members(
+        seg_app, cond("account_trait", key="tier", op="eq", value="enterprise")
+    ) == ["u1", "u2"]
+    assert members(seg_app, cond("account_trait", key="mrr", op="lt", value=100)) == [
+        "u1",
+        "u3",
+    ]
+    assert members(seg_app, cond("account_trait", key="tier", op="not_exists")) == []
+    rules = {
+        "match": "any",
+        "conditions": [
+            {"kind": "trait", "key": "plan", "op": "eq", "value": "free"},
+            {
+                "match": "all",
+                "conditions": [
+                    {
+                        "kind": "account_trait",
+                        "key": "tier",
+                        "op": "eq",
+                        "value": "smb",
+                    },
+                    {"kind": "trait", "key": "plan", "op": "not_exists"},
+                ],
+            },
+        ],
+    }
+    assert members(seg_app, rules) == ["u2", "u3"]
+    assert members(seg_app, {"match": "all", "conditions": []}) == ["u1", "u2", "u3"]
+    assert members(seg_app, {"match": "any", "conditions": []}) == []
+
+
+def test_event_counts_within_days_and_where(seg_app: Flask) -> None:
+    now = dt.datetime.utcnow()
+    old = now - dt.timedelta(days=40)
+    recent = now - dt.timedelta(days=2)
+    insert_data(
+        seg_app,
+        {"u1": {}, "u2": {}, "u3": {}},
+        events=[
+            (
+                "u1",
+                "Order Completed",
+                {"total": 50, "shipping": {"country": "FR"}},
+                recent,
+            ),
+            ("u1", "Order Completed", {"total": 5}, recent),
+            ("u1", "Order Completed", {"total": 70}, old),
+            ("u2", "Order Completed", {"total": 20}, old),
+            ("u2", "Signed Up", {}, recent),
+        ],
+    )
+
+    def ev(**kw: t.Any) -> dict:
+        return cond("event", name="Order Completed", **kw)
+
+    assert members(seg_app, ev(op="at_least", count=1)) == ["u1", "u2"]
+    assert members(seg_app, ev(op="at_least", count=3)) == ["u1"]
+    assert members(seg_app, ev(op="at_least", count=0)) == ["u1", "u2", "u3"]
+    assert members(seg_app, ev(op="at_least", count=2, within_days=30)) == ["u1"]
+    assert members(seg_app, ev(op="at_least", count=1, within_days=30)) == ["u1"]
+    assert members(seg_app, ev(op="at_most", count=0, within_days=30)) == ["u2", "u3"]
+    assert members(seg_app, ev(op="at_most", count=1)) == ["u2", "u3"]
+    assert members(
+        seg_app,
+        ev(op="at_least", count=2, where={"key": "total", "op": "gte", "value": 20}),
+    ) == ["u1"]
+    assert members(
+        seg_app,
+        ev(
+            op="at_least",
+            count=1,
+            where={"key": "shipping.country", "op": "eq", "value": "FR"},
+        ),
+    ) == ["u1"]
+    assert members(
+        seg_app,
+        ev(op="at_least", count=1, where={"key": "shipping", "op": "not_exists"}),
+    ) == ["u1", "u2"]
+
+
+def test_survey_conditions_use_latest_delivered_answer(seg_app: Flask) -> None:
+    t0 = NOW - dt.timedelta(days=10)
+    insert_data(
+        seg_app,
+        {"u1": {}, "u2": {}, "u3": {}, "u4": {}},
+        deliveries=[
+            delivery("u1", "nps", {"how_likely": 3}, response_id="r1", created_at=t0),
+            delivery("u1", "nps", {"how_likely": 10}, response_id="r2", created_at=NOW),
+            delivery("u2", "nps", {"how_likely": 10}, response_id="r3", created_at=t0),
+            delivery("u2", "nps", {"how_likely": 6}, response_id="r4", created_at=NOW),
+            delivery(
+                "u3", "nps", {"how_likely": 10}, response_id="r5", status="failed"
+            ),
+            delivery(
+                "u3",
+                "onboarding",
+                {"role": "Engineer", "tools": ["Jira"]},
+                response_id="r6",
+                status="pending",
+            ),
+            delivery("u4", "onboarding", {"role": "Designer"}, response_id="r7"),
+            # a later response to the survey without that answer keeps the older one
+            delivery(
+                "u4",
+                "onboarding",
+                {"other": 1},
+                response_id="r8",
+                created_at=NOW + dt.timedelta(hours=1),
+            ),
+        ],
+    )
+    assert members(seg_app, cond("survey_completed", survey_id="nps")) == ["u1", "u2"]
+    assert members(seg_app, cond("survey_completed", survey_id="onboarding")) == [
+        "u3",
+        "u4",
+    ]
+    assert members(
+        seg_app,
+        cond("answer", survey_id="nps", question="how_likely", op="gte", value=9),
+    ) == ["u1"]
+    assert members(
+        seg_app,
+        cond("answer", survey_id="nps", question="how_likely", op="lte", value=6),
+    ) == ["u2"]
+    assert members(
+        seg_app,
+        cond(
+            "answer",
+            survey_id="onboarding",
+            question="role",
+            op="in",
+            value=["Engineer", "Designer"],
+        ),
+    ) == ["u3", "u4"]
+    assert members(
+        seg_app,
+        cond("answer", survey_id="onboarding", question="role", op="not_exists"),
+    ) == ["u1", "u2"]
+
+
+def test_api_crud_is_member_count_members(seg_app: Flask) -> None:
+    insert_data(seg_app, {f"u{i:02d}": {"n": i} for i in range(30)})
+    with seg_app.app_context():
+        seg = api.create_segment("Big", cond(key="n", op="gte", value=10))
+        with pytest.raises(SegmentRuleError, match="already exists"):
+            api.create_segment("Big", cond(key="n", op="exists"))
+        with pytest.raises(SegmentRuleError, match="unknown operator"):
+            api.create_segment("Bad", cond(key="n", op="nope"))
+        assert api.count(seg) == 20
+        assert api.count(seg.id) == 20
+        assert api.is_member("u15", seg) is True
+        assert api.is_member("u05", seg) is False
+        assert api.is_member("nobody", seg) is False
+        assert api.members(seg, page=1, per_page=8) == [f"u{i}" for i in range(10, 18)]
+        assert api.members(seg, page=3, per_page=8) == [f"u{i}" for i in range(26, 30)]
+        api.update_segment(
+            seg.id, name="Bigger", rules=cond(key="n", op="gte", value=25)
+        )
+        assert api.get_segment(seg.id).name == "Bigger"
+        assert api.count(seg.id) == 5
+        assert [s.name for s in api.list_segments()] == ["Bigger"]
+        assert api.get_segment(seg.id, workspace_id="other") is None
+        assert api.delete_segment(seg.id) is True
+        assert api.list_segments() == []
