@@ -25,6 +25,7 @@ from .payload import InvalidCompletion
 from .payload import MessageTooLarge
 from .payload import build_messages
 from .payload import chunk_batches
+from .payload import completion_nps_score
 from .signals import delivery_failed
 from .signals import delivery_succeeded
 
@@ -79,6 +80,7 @@ def record_completion(
             "survey_id": survey_id,
             "user_id": user_id,
             "payload": payload,
+            "nps_score": completion_nps_score(json.loads(payload)),
         }
         # A database error raises, so RQ retries the job.
         return record(state, row, fallback=False)

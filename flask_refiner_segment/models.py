@@ -100,6 +100,8 @@ def make_models(db: SQLAlchemy) -> Models:
         #: The normalized completion as canonical JSON; NULL when skipped.
         payload: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
         status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+        #: The response's NPS score (0–10), for segments on the latest NPS group.
+        nps_score: orm.Mapped[int | None] = orm.mapped_column(sa.SmallInteger)
         #: Why it was skipped, or the last error.
         reason: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
         last_status_code: orm.Mapped[int | None]

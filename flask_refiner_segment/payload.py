@@ -181,6 +181,17 @@ def nps_group(score: int) -> str:
     return "passive" if score >= 7 else "detractor"
 
 
+def completion_nps_score(completion: Mapping[str, t.Any]) -> int | None:
+    """The score of the first ``"nps"`` question answered 0–10, in question order."""
+    answers = completion["response"]["answers"]
+    for q in completion["survey"].get("questions") or ():
+        if q.get("type") == "nps" and q["key"] in answers:
+            score = _nps_score(answers[q["key"]])
+            if score is not None:
+                return score
+    return None
+
+
 def _nps_score(value: t.Any) -> int | None:
     """An int-like answer 0–10 (``9``, ``9.0``, ``"9"``), else ``None``."""
     if isinstance(value, bool):
@@ -247,12 +258,7 @@ class _Builder:
         questions = completion["survey"].get("questions") or ()
         self.slugs = trait_slugs(questions, self.answers, prefix=options.trait_prefix)
         self.account_keys = {q["key"] for q in questions if q.get("scope") == "account"}
-        self.nps = None
-        for q in questions:
-            if q.get("type") == "nps" and q["key"] in self.answers:
-                self.nps = _nps_score(self.answers[q["key"]])
-                if self.nps is not None:
-                    break
+        self.nps = completion_nps_score(completion)
         o = options
         seed: list[t.Any] = [ws, o.trait_prefix, o.event_name, o.library_name]
         seed += [o.library_version, o.max_message_bytes, completion]

@@ -27,6 +27,7 @@ from . import queue as _queue
 from . import workspaces
 from .extension import EXTENSION_KEY
 from .payload import InvalidCompletion
+from .payload import completion_nps_score
 from .payload import normalize_completion
 
 if t.TYPE_CHECKING:
@@ -106,7 +107,8 @@ def _receive(state: _State, kwargs: Mapping[str, t.Any]) -> None:
         _skip(state, base, models.SKIPPED, reason)
         return
     payload = canonical_json(completion)
-    record(state, {**base, "payload": payload})
+    nps = completion_nps_score(completion)
+    record(state, {**base, "payload": payload, "nps_score": nps})
 
 
 def record(state: _State, row: dict[str, t.Any], *, fallback: bool = True) -> bool:

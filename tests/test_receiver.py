@@ -39,6 +39,7 @@ def test_records_pending_and_queues_one_job(app, redis_conn):
     assert [r.status for r in rows] == ["pending"] * 5
     assert [r.response_id for r in rows] == [f"r-{n}" for n in range(5)]
     assert all(r.payload and r.content_hash for r in rows)
+    assert {r.nps_score for r in rows} == {9}  # for "latest NPS group" segments
     # One drain job for the burst, not one per completion.
     assert queued_jobs(app, redis_conn) == 1
 

@@ -9,6 +9,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_refiner_segment.payload import completion_nps_score
 from flask_refiner_segment.segments import api
 from flask_refiner_segment.segments.models import make_segment_models
 from flask_refiner_segment.segments.rules import SegmentRuleError
@@ -224,6 +225,7 @@ def delivery(
         "content_hash": response_id.ljust(64, "0")[:64],
         "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
         "status": status,
+        "nps_score": completion_nps_score(payload),
         "attempts": 1,
         "created_at": created_at,
         "updated_at": created_at,
@@ -287,6 +289,8 @@ def cond(kind: str = "trait", **kw: t.Any) -> dict:
             "conditions[0] (event) where: operator 'gt'",
         ),
         (cond("survey_completed"), "needs a non-empty string 'survey_id'"),
+        (cond("nps_group", value="fan"), "'promoter', 'passive' or 'detractor'"),
+        (cond("nps_group", value="passive", survey_id=""), "'survey_id' must be"),
         (
             cond("answer", survey_id="s", op="eq", value=1),
             "needs a non-empty string 'question'",
@@ -545,6 +549,13 @@ def test_survey_conditions_use_latest_delivered_answer(seg_app: Flask) -> None:
         seg_app,
         cond("answer", survey_id="onboarding", question="role", op="not_exists"),
     ) == ["u1", "u2"]
+    # Latest NPS group: u1 went 3 -> 10, u2 went 10 -> 6; u3's only score failed.
+    assert members(seg_app, cond("nps_group", value="promoter")) == ["u1"]
+    assert members(seg_app, cond("nps_group", value="detractor")) == ["u2"]
+    assert members(seg_app, cond("nps_group", value="passive")) == []
+    only_nps = cond("nps_group", value="promoter", survey_id="nps")
+    assert members(seg_app, only_nps) == ["u1"]
+    assert members(seg_app, cond("nps_group", value="promoter", survey_id="x")) == []
 
 
 def test_api_crud_is_member_count_members(seg_app: Flask) -> None:

@@ -312,6 +312,30 @@ class Compiler:
             .exists()
         )
 
+    def _nps_group(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
+        """The latest delivered NPS score (of any survey, or of ``survey_id``)."""
+        d = self.delivery.alias()
+        conds = [
+            d.c.workspace_id == self.ws,
+            d.c.user_id == subject,
+            d.c.status.in_(ACCEPTED_STATUSES),
+            d.c.nps_score.is_not(None),
+        ]
+        if c.get("survey_id"):
+            conds.append(d.c.survey_id == c["survey_id"])
+        latest = (
+            sa.select(d.c.nps_score)
+            .where(*conds)
+            .order_by(d.c.created_at.desc(), d.c.id.desc())
+            .limit(1)
+            .correlate(self.profile)
+            .scalar_subquery()
+        )
+        low, high = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}[
+            c["value"]
+        ]
+        return latest.between(low, high)
+
     def condition(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
         if "kind" not in c:
             return self.group(c, subject)
@@ -331,6 +355,8 @@ class Compiler:
             return self._survey_completed(c, subject)
         if kind == "answer":
             return self._answer(c, subject)
+        if kind == "nps_group":
+            return self._nps_group(c, subject)
         raise ValueError(kind)  # pragma: no cover - validated before
 
     def group(self, g: dict[str, t.Any], subject: t.Any) -> t.Any:

@@ -19,7 +19,8 @@ VALUE_OPS = (
     "exists", "not_exists",
 )  # fmt: skip
 EVENT_OPS = ("at_least", "at_most")
-KINDS = ("trait", "account_trait", "event", "survey_completed", "answer")
+KINDS = ("trait", "account_trait", "event", "survey_completed", "answer", "nps_group")
+NPS_GROUPS = ("promoter", "passive", "detractor")
 
 
 class SegmentRuleError(ValueError):
@@ -135,6 +136,14 @@ def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None
     elif kind == "survey_completed":
         if not isinstance(c.get("survey_id"), str) or not c.get("survey_id"):
             errors.append((path, "needs a non-empty string 'survey_id'"))
+    elif kind == "nps_group":
+        if c.get("value") not in NPS_GROUPS:
+            errors.append(
+                (path, "'value' must be 'promoter', 'passive' or 'detractor'")
+            )
+        survey = c.get("survey_id")
+        if survey is not None and (not isinstance(survey, str) or not survey):
+            errors.append((path, "'survey_id' must be a non-empty string or absent"))
     elif kind == "answer":
         if not isinstance(c.get("survey_id"), str) or not c.get("survey_id"):
             errors.append((path, "needs a non-empty string 'survey_id'"))
