@@ -73,29 +73,50 @@ def segment(_segment_server: tuple[SegmentStandIn, t.Any]) -> SegmentStandIn:
     return standin
 
 
-def _postgres_available() -> bool:
+@pytest.fixture(scope="session")
+def postgres_url() -> t.Iterator[str | None]:
+    """A database of this test run's own on the server of ``REFINER_TEST_POSTGRES_URL``.
+
+    Other runs (or other users of the ``test`` database) cannot drop our tables
+    mid-test. Falls back to the URL itself when databases can't be created;
+    ``None`` when the server is unreachable.
+    """
+    base = sa.make_url(POSTGRES_URL)
+    name = f"refiner_test_{os.getpid()}_{int(time.time())}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        yield None
+        return
+    except sa.exc.SQLAlchemyError:
+        admin.dispose()
+        yield POSTGRES_URL
+        return
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'app.db'}"
-    if not _postgres_available():
+    if postgres_url is None:
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}")
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-    _drop_refiner_tables(POSTGRES_URL)
-    return POSTGRES_URL
+    _drop_refiner_tables(postgres_url)
+    return postgres_url
 
 
 def _drop_refiner_tables(url: str) -> None:
