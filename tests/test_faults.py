@@ -235,7 +235,13 @@ def test_database_connections_dropped_while_sending(app, app_config, segment):
                 )
             time.sleep(0.2)
         segment.clear_faults()
-        assert segment.wait_for(3 * N, timeout=60), statuses(app)
+        assert segment.wait_for(3 * N, timeout=60), (
+            statuses(app),
+            len(segment.messages),
+            segment.duplicates,
+            segment.rejected[:3],
+            segment.requests,
+        )
         deadline = time.monotonic() + 30
         while statuses(app) != {"sent": N}:
             assert time.monotonic() < deadline, statuses(app)
