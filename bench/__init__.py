@@ -1,0 +1,1 @@
+"""Benchmarks of flask-refiner-segment against what a user would pick instead."""
