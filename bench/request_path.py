@@ -16,9 +16,8 @@ import typing as t
 
 from blinker import Namespace
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
-
 from flask_refiner_segment import RefinerSegment
+from flask_sqlalchemy import SQLAlchemy
 
 from ._util import completion_kwargs
 from ._util import private_redis
@@ -65,7 +64,9 @@ def bench(db_url: str, redis_url: str, n: int) -> dict[str, list[float]]:
 
 def summarize(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
-    return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.99) - 1] * 1000
+    return statistics.median(ordered) * 1000, ordered[
+        int(len(ordered) * 0.99) - 1
+    ] * 1000
 
 
 def main() -> None:
