@@ -162,6 +162,59 @@ def _stop(*procs: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
+def test_database_connections_dropped_while_sending(app, app_config, segment):
+    """The worker's PostgreSQL connections are killed (as by a server restart)."""
+    if not app_config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    url = sa.make_url(app_config["SQLALCHEMY_DATABASE_URI"]).update_query_dict(
+        {"application_name": "refiner-fault-worker"}
+    )
+    env = _env(
+        app_config, SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False)
+    )
+    segment.set_fault(delay=0.3)
+    worker = _worker(env)
+    db = app.extensions["test_db"]
+    started = time.monotonic()
+    try:
+        for n in range(N):
+            send_completion(app, 1000 + n)
+        killed = 0
+        deadline = time.monotonic() + 20
+        while killed < 3 and time.monotonic() < deadline:
+            with app.app_context(), db.engine.begin() as conn:
+                killed += len(
+                    conn.execute(
+                        sa.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = 'refiner-fault-worker'"
+                        )
+                    ).all()
+                )
+            time.sleep(0.2)
+        segment.clear_faults()
+        assert segment.wait_for(3 * N, timeout=60), (
+            statuses(app),
+            len(segment.messages),
+            segment.duplicates,
+            segment.rejected[:3],
+            segment.requests,
+        )
+        deadline = time.monotonic() + 30
+        while statuses(app) != {"sent": N}:
+            assert time.monotonic() < deadline, statuses(app)
+            time.sleep(0.2)
+    finally:
+        _stop(worker)
+    assert killed >= 1
+    report(
+        "PostgreSQL connections killed while sending",
+        N,
+        segment,
+        time.monotonic() - started,
+    )
+
+
 def test_two_workers_race_on_the_same_deliveries(app, app_config, segment):
     n = 200
     env = _env(app_config)
@@ -202,59 +255,6 @@ def test_worker_killed_mid_batch(app, app_config, segment):
     finally:
         _stop(worker)
     report("Worker SIGKILLed mid-batch", N, segment, time.monotonic() - started)
-
-
-def test_database_connections_dropped_while_sending(app, app_config, segment):
-    """The worker's PostgreSQL connections are killed (as by a server restart)."""
-    if not app_config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    url = sa.make_url(app_config["SQLALCHEMY_DATABASE_URI"]).update_query_dict(
-        {"application_name": "refiner-fault-worker"}
-    )
-    env = _env(
-        app_config, SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False)
-    )
-    segment.set_fault(delay=0.3)
-    worker = _worker(env)
-    db = app.extensions["test_db"]
-    started = time.monotonic()
-    try:
-        for n in range(N):
-            send_completion(app, n)
-        killed = 0
-        deadline = time.monotonic() + 20
-        while killed < 3 and time.monotonic() < deadline:
-            with app.app_context(), db.engine.begin() as conn:
-                killed += len(
-                    conn.execute(
-                        sa.text(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE application_name = 'refiner-fault-worker'"
-                        )
-                    ).all()
-                )
-            time.sleep(0.2)
-        segment.clear_faults()
-        assert segment.wait_for(3 * N, timeout=60), (
-            statuses(app),
-            len(segment.messages),
-            segment.duplicates,
-            segment.rejected[:3],
-            segment.requests,
-        )
-        deadline = time.monotonic() + 30
-        while statuses(app) != {"sent": N}:
-            assert time.monotonic() < deadline, statuses(app)
-            time.sleep(0.2)
-    finally:
-        _stop(worker)
-    assert killed >= 1
-    report(
-        "PostgreSQL connections killed while sending",
-        N,
-        segment,
-        time.monotonic() - started,
-    )
 
 
 def test_bad_message_does_not_hold_others(app, segment, redis_url):
