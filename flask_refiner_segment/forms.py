@@ -1,17 +1,19 @@
-"""Flask-WTF forms of the settings page."""
+"""Flask-WTF forms of the settings page, and the checks behind them."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+import typing as t
 from urllib.parse import urlsplit
 
-from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import Field
 from wtforms import PasswordField
 from wtforms import RadioField
+from wtforms import SelectMultipleField
 from wtforms import StringField
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired
@@ -19,6 +21,8 @@ from wtforms.validators import Length
 from wtforms.validators import Optional
 from wtforms.validators import Regexp
 from wtforms.validators import ValidationError
+from wtforms.widgets import CheckboxInput
+from wtforms.widgets import ListWidget
 
 try:  # WTForms >= 3.3 deprecates (value, label) tuples
     from wtforms.fields.choices import SelectChoice as _Choice
@@ -28,71 +32,129 @@ except ImportError:  # pragma: no cover - older WTForms
         return (value, label)
 
 
-#: Segment-friendly trait names: snake_case, not starting with a digit.
-PREFIX_PATTERN = r"^([a-z][a-z0-9_]{0,39})?$"
-LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+#: Trait prefix: lowercase letters, digits and ``_``, not starting with a digit,
+#: at most 40 characters; empty is allowed (traits are then named by slug only).
+PREFIX_PATTERN = r"^([a-z_][a-z0-9_]{0,39})?$"
+#: Hosts for which plain ``http://`` is accepted (local data planes, tests).
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+MAX_URL = 2048
+MAX_SURVEY_ID = 255
+MAX_SURVEYS = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
+_INTERNAL = (
+    "Internal addresses are not allowed (private, loopback, link-local or"
+    " reserved); set REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS to allow them."
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _private_hosts_allowed() -> bool:
-    from .extension import _get_state
-
-    return bool(_get_state().config.allow_private_hosts)
+def _strip(value: t.Any) -> t.Any:
+    return value.strip() if isinstance(value, str) else value
 
 
-def check_data_plane_url(url: str) -> str | None:
-    """Why ``url`` may not be a custom data plane, or ``None`` when it may.
+def no_control_characters(form: FlaskForm, field: Field) -> None:
+    """Refuse control characters (NUL breaks PostgreSQL, newlines break logs)."""
+    if isinstance(field.data, str) and _CONTROL.search(field.data):
+        raise ValidationError("Control characters are not allowed.")
 
-    https is required, http only for localhost. Addresses inside private,
-    link-local or reserved ranges are refused unless
-    ``REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS`` is set (a guard against SSRF);
-    loopback is allowed for local development and tests.
+
+def ip_literal(host: str) -> IPAddress | None:
+    """The address ``host`` names literally, or ``None`` for a DNS name.
+
+    Legacy IPv4 spellings that resolvers accept (``127.1``, ``0x7f.0.0.1``,
+    ``2130706433``) count as literals too.
     """
     try:
+        address: IPAddress = ipaddress.ip_address(host)
+    except ValueError:
+        if not _NUMERIC_HOST.match(host):
+            return None
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def check_data_plane_url(url: str, *, allow_private: bool = False) -> str | None:
+    """Why ``url`` can't be a custom data plane, or ``None`` when it can.
+
+    https is required; http only for ``localhost``, ``127.0.0.1`` and ``::1``.
+    Against SSRF, hosts that are private, loopback, link-local, reserved or
+    multicast IP literals (and ``*.localhost``) are refused, except those
+    three local names. ``allow_private`` lifts both rules, for data planes
+    inside the host's network. DNS names are not resolved here: a name that
+    points inside the network is not caught (restrict egress for that).
+    """
+    if not url:
+        return "Enter the data-plane URL for a custom region."
+    if len(url) > MAX_URL:
+        return f"The URL is longer than {MAX_URL} characters."
+    if _CONTROL.search(url) or any(ch.isspace() for ch in url):
+        return "The URL must not contain spaces or control characters."
+    try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises on a bad port
+        host = (parts.hostname or "").rstrip(".")
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         return "Enter a valid URL."
     if parts.scheme not in ("http", "https") or not host:
         return "Enter a URL starting with https://."
-    if parts.username or parts.password:
+    if parts.username is not None or parts.password is not None:
         return "The URL must not contain credentials."
-    local = host in LOCAL_NAMES
-    if parts.scheme == "http" and not local:
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "The URL must not contain a query or fragment."
+    local = host in LOCAL_HOSTS
+    if allow_private or local:
+        return None
+    if parts.scheme == "http":
         return "Use https:// (http:// is only allowed for localhost)."
-    if _private_hosts_allowed():
-        return None
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if address.is_loopback:
-        allowed = current_app.testing or current_app.debug
-        return None if allowed else "Internal addresses are not allowed."
-    if address.is_private or address.is_link_local or address.is_reserved:
-        return "Internal addresses are not allowed."
-    if address.is_multicast or address.is_unspecified:
-        return "Internal addresses are not allowed."
+    if host.endswith(".localhost"):
+        return _INTERNAL
+    address = ip_literal(host)
+    if address is not None and (not address.is_global or address.is_multicast):
+        return _INTERNAL
     return None
 
 
-def _data_plane(form: FlaskForm, field: Field) -> None:
+def parse_survey_ids(text: str | None) -> list[str]:
+    """Survey ids typed one per line or separated by commas."""
+    ids = (part.strip() for part in re.split(r"[,\n]", text or ""))
+    return [i for i in ids if i]
+
+
+def _data_plane(form: SettingsForm, field: Field) -> None:
     if form.region.data != "custom":
         return
-    if not field.data:
-        raise ValidationError("Enter the data-plane URL for a custom region.")
-    reason = check_data_plane_url(field.data.strip())
+    reason = check_data_plane_url(
+        field.data or "", allow_private=form.allow_private_hosts
+    )
     if reason:
         raise ValidationError(reason)
 
 
 class SettingsForm(FlaskForm):  # type: ignore[misc]
-    """The Segment source of a workspace."""
+    """The Segment source of a workspace.
+
+    Set :attr:`allow_private_hosts` from the config and ``surveys.choices``
+    (survey ids to offer as checkboxes) before validating or rendering.
+    """
+
+    #: Accept data planes on private addresses and plain http (config).
+    allow_private_hosts = False
 
     write_key = PasswordField(
         "Write key",
-        validators=[Optional(), Length(max=200)],
-        description="Leave blank to keep the stored key.",
+        filters=[_strip],
+        validators=[
+            Optional(),
+            Length(max=200, message="The write key is at most 200 characters."),
+            Regexp(r"^\S+$", message="The write key cannot contain spaces."),
+        ],
     )
     enabled = BooleanField("Send completed surveys to Segment")
     region = RadioField(
@@ -105,18 +167,25 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
         default="us",
     )
     custom_api_host = StringField(
-        "Data-plane URL", validators=[Length(max=2048), _data_plane]
+        "Data-plane URL", filters=[_strip], validators=[_data_plane]
     )
     track_event = StringField(
-        "Track event name", validators=[DataRequired(), Length(max=200)]
+        "Track event name",
+        filters=[_strip],
+        validators=[
+            DataRequired(message="Enter the event name."),
+            Length(max=200, message="The event name is at most 200 characters."),
+            no_control_characters,
+        ],
     )
     trait_prefix = StringField(
         "Trait prefix",
+        filters=[_strip],
         validators=[
             Regexp(
                 PREFIX_PATTERN,
-                message="Use lowercase letters, digits and _ (not first),"
-                " at most 40 characters; or leave it empty.",
+                message="Use lowercase letters, digits and _ (not starting with"
+                " a digit), at most 40 characters; or leave it empty.",
             )
         ],
     )
@@ -124,36 +193,62 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
         "Surveys to send",
         choices=[
             _Choice("all", "All surveys"),
-            _Choice("selected", "Only these survey ids"),
+            _Choice("selected", "Only the surveys selected below"),
         ],
         default="all",
     )
-    surveys = TextAreaField(
-        "Survey ids (one per line)", validators=[Length(max=20_000)]
+    surveys = SelectMultipleField(
+        "Surveys seen so far",
+        choices=[],
+        validate_choice=False,
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
     )
-    webhook_secret = PasswordField(
-        "Webhooks shared secret",
-        validators=[Optional(), Length(max=200)],
-        description="Optional. Leave blank to keep it.",
+    other_surveys = TextAreaField(
+        "Other survey ids (one per line)",
+        validators=[Length(max=20_000, message="At most 20,000 characters.")],
     )
-    clear_webhook_secret = BooleanField("Remove the shared secret")
+
+    def offer_surveys(self, ids: t.Iterable[str]) -> None:
+        """The survey ids shown as checkboxes."""
+        self.surveys.choices = [_Choice(i, i) for i in sorted(set(ids))]
 
     def survey_ids(self) -> list[str] | None:
-        """The selected survey ids, or ``None`` for all."""
+        """The selected survey ids, sorted, or ``None`` for all surveys."""
         if self.send_all.data != "selected":
             return None
-        ids = [line.strip() for line in (self.surveys.data or "").splitlines()]
-        return sorted({i for i in ids if i})
+        ticked = [str(i).strip() for i in self.surveys.data or ()]
+        return sorted(
+            {*filter(None, ticked), *parse_survey_ids(self.other_surveys.data)}
+        )
 
-    def validate_surveys(self, field: Field) -> None:
-        if self.send_all.data == "selected" and not self.survey_ids():
-            raise ValidationError("List at least one survey id, or send all surveys.")
-        if any(len(i) > 255 for i in self.survey_ids() or []):
-            raise ValidationError("Survey ids are at most 255 characters.")
+    def validate_other_surveys(self, field: Field) -> None:
+        ids = self.survey_ids()
+        if ids is None:
+            return
+        if not ids:
+            raise ValidationError("Select at least one survey, or send all surveys.")
+        if len(ids) > MAX_SURVEYS:
+            raise ValidationError(f"At most {MAX_SURVEYS} surveys.")
+        if any(len(i) > MAX_SURVEY_ID for i in ids):
+            raise ValidationError(f"Survey ids are at most {MAX_SURVEY_ID} characters.")
+        if any(_CONTROL.search(i) for i in ids):
+            raise ValidationError("Survey ids cannot contain control characters.")
 
-    def validate_track_event(self, field: Field) -> None:
-        if field.data and re.search(r"[\x00-\x1f]", field.data):
-            raise ValidationError("The event name cannot contain control characters.")
+
+class WebhookSecretForm(FlaskForm):  # type: ignore[misc]
+    """The shared secret of Segment's Webhooks destination (``X-Signature``)."""
+
+    secret = PasswordField(
+        "Shared secret",
+        filters=[_strip],
+        validators=[
+            Optional(),
+            Length(max=200, message="The secret is at most 200 characters."),
+            no_control_characters,
+        ],
+    )
+    clear = BooleanField("Remove the shared secret")
 
 
 class ActionForm(FlaskForm):  # type: ignore[misc]

@@ -1,24 +1,29 @@
-"""The settings page in headless Chromium, as an admin uses it."""
+"""The settings page in headless Chromium, as an admin uses it (issue 3)."""
 
 from __future__ import annotations
 
 import threading
 import typing as t
+from pathlib import Path
 
 import pytest
+from flask import Flask
 from werkzeug.serving import make_server
 
 from .conftest import launch_chromium
 from .conftest import run_worker
 from .conftest import send_completion
-from .test_example_app import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 KEY = "wk_browser_secret_key_51ab"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "settings.png"
 
 
 @pytest.fixture
-def served(make_app, segment) -> t.Iterator[tuple[t.Any, str, dict[str, bool]]]:
+def served(
+    make_app: t.Callable[..., Flask],
+) -> t.Iterator[tuple[Flask, str, dict[str, bool]]]:
+    """The host app on a real port; ``allow["admin"]`` is what its guard says."""
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
     allow = {"admin": True}
     app.extensions["refiner_segment"].ext.settings_guard(lambda: allow["admin"])
@@ -29,51 +34,77 @@ def served(make_app, segment) -> t.Iterator[tuple[t.Any, str, dict[str, bool]]]:
         yield app, f"http://127.0.0.1:{server.server_port}/integrations/segment/", allow
     finally:
         server.shutdown()
+        thread.join(5)
 
 
-def test_admin_walk(served, segment, redis_url):
+def test_admin_walk(
+    served: tuple[Flask, str, dict[str, bool]], segment: t.Any, redis_url: str
+) -> None:
     from playwright.sync_api import sync_playwright
 
     app, url, allow = served
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(url)
-        # Save a write key pointing at the Segment stand-in.
-        page.fill("#write_key", KEY)
-        page.check("input[name=region][value=custom]")
-        page.fill("#custom_api_host", segment.url)
-        page.click("#save")
-        page.wait_for_selector("text=Settings saved.")
-        html = page.content()
-        assert "••••51ab" in html and KEY not in html
-        # A bad value gets a form error next to the field, not a 500.
-        page.fill("#trait_prefix", "Not Valid!")
-        page.click("#save")
-        assert "lowercase letters" in page.inner_text("#error-trait_prefix")
-        page.goto(url)
-        # Send a test event and read Segment's answer.
-        page.click("#send-test")
-        page.wait_for_selector("text=accepted the test event: HTTP 200")
-        assert [m["event"] for m in segment.messages] == ["Survey Completed"]
-        # A failed delivery shows in the log; retry it.
-        segment.set_fault(status=400, times=1)
-        send_completion(app, 1)
-        run_worker(app, redis_url)
-        page.goto(url)
-        assert page.inner_text("#count-failed") == "1"
-        assert "HTTP 400" in page.inner_text("#deliveries")
-        page.screenshot(path=str(SCREENSHOTS / "settings.png"), full_page=True)
-        page.click("#retry-failed")
-        page.wait_for_selector("text=1 failed deliveries queued again.")
-        run_worker(app, redis_url)
-        page.goto(url)
-        assert page.inner_text("#count-sent") == "1"
-        assert page.inner_text("#count-failed") == "0"
-        # A POST without the CSRF token is refused.
-        refused = page.request.post(url + "retry-failed", form={})
-        assert refused.status == 400
-        # Without the guard's approval: 403.
-        allow["admin"] = False
-        assert page.goto(url).status == 403
-        browser.close()
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            # First view: styled page, a fresh inbound key to copy.
+            assert page.goto(url).status == 200
+            assert page.inner_text("#new-inbound-key").startswith("rsk_")
+            assert page.eval_on_selector(
+                "#save", "e => getComputedStyle(e).backgroundColor"
+            ) not in ("", "rgba(0, 0, 0, 0)")
+            assert page.inner_text("#inbound-url") == url + "inbound"
+
+            # Save a write key pointing at the Segment stand-in; it shows masked.
+            page.fill("#write_key", KEY)
+            page.check("input[name=region][value=custom]")
+            page.fill("#custom_api_host", segment.url)
+            page.click("#save")
+            page.wait_for_selector("text=Settings saved.")
+            assert page.inner_text("#write-key-masked") == "••••51ab"
+            assert KEY not in page.content()
+            assert page.input_value("#write_key") == ""  # write-only
+
+            # Bad input: an error next to the field, not a 500.
+            page.fill("#trait_prefix", "Not Valid!")
+            page.click("#save")
+            assert "lowercase letters" in page.inner_text("#error-trait_prefix")
+            page.goto(url)
+
+            # Send a test event and read the stand-in's answer.
+            page.click("#send-test")
+            page.wait_for_selector("text=Segment answered 200 OK")
+            assert [m["event"] for m in segment.messages] == ["Survey Completed"]
+
+            # A delivery fails (the stand-in answers 400 once) and shows in the log.
+            segment.set_fault(status=400, times=1)
+            send_completion(app, 1)
+            run_worker(app, redis_url)
+            page.goto(url)
+            assert page.inner_text("#count-failed") == "1"
+            assert "HTTP 400" in page.inner_text("#deliveries")
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Retry it: it is sent.
+            page.click("#retry-failed")
+            page.wait_for_selector("text=1 failed delivery queued again.")
+            run_worker(app, redis_url)
+            page.goto(url)
+            assert page.inner_text("#count-sent") == "1"
+            assert page.inner_text("#count-failed") == "0"
+            assert len(segment.messages) == 4  # the test track + identify/group/track
+
+            # A POST without the CSRF token is refused (the session cookie is sent).
+            refused = page.request.post(url + "retry-failed", form={})
+            assert refused.status == 400
+            refused = page.request.post(url, form={"write_key": "wk_forged_0000"})
+            assert refused.status == 400
+            page.goto(url)
+            assert page.inner_text("#write-key-masked") == "••••51ab"
+
+            # Without the guard's approval: 403.
+            allow["admin"] = False
+            assert page.goto(url).status == 403
+        finally:
+            browser.close()

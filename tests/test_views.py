@@ -1,34 +1,79 @@
-"""The settings page through the test client (the browser walk is in test_browser)."""
+"""The settings page through the test client, on SQLite and PostgreSQL.
+
+The browser walk is in test_browser.py; form checks in test_forms.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import typing as t
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from flask_refiner_segment.devredis import free_port
 
 from .conftest import run_worker
 from .conftest import send_completion
 
 URL = "/integrations/segment/"
+INBOUND = "/integrations/segment/inbound"
 KEY = "wk_page_secret_key_7c1e"
+POSTS = ("", "test", "retry-failed", "rotate-key", "webhook-secret")
 
 
 def token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def allow(app: Flask, allowed: bool = True) -> None:
+    app.extensions["refiner_segment"].ext.settings_guard(lambda: allowed)
+
+
+def state_of(app: Flask) -> t.Any:
+    return app.extensions["refiner_segment"]
+
+
+def settings_of(app: Flask, ws: str | None = None) -> t.Any:
+    with app.app_context():
+        return state_of(app).ext.settings(ws)
+
+
+def stored_row(app: Flask, ws: str = "default") -> dict[str, t.Any] | None:
+    table = state_of(app).models.Workspace.__table__
+    with app.app_context():
+        row = (
+            state_of(app)
+            .db.session.execute(sa.select(table).where(table.c.workspace_id == ws))
+            .mappings()
+            .first()
+        )
+        return dict(row) if row is not None else None
+
+
+def dump_db(app: Flask) -> str:
+    db = app.extensions["test_db"]
+    with app.app_context():
+        return "\n".join(
+            str(r)
+            for table in db.metadata.sorted_tables
+            for r in db.session.execute(sa.select(table))
+        )
 
 
 @pytest.fixture
-def page_app(make_app, segment):
-    """An app configured from the page (no key in config), its guard allowing."""
+def page_app(make_app: t.Callable[..., Flask]) -> Flask:
+    """An app configured from the page (no key or host in config), guard allowing."""
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: True)
+    allow(app)
     return app
 
 
-def save(client, segment, **fields):
+def save(client: t.Any, segment: t.Any, **fields: t.Any) -> t.Any:
+    """Submit the settings form like the browser does (region custom -> stand-in)."""
     html = client.get(URL).get_data(as_text=True)
     data = {
         "csrf_token": token(html),
@@ -40,226 +85,537 @@ def save(client, segment, **fields):
         "send_all": "all",
         **fields,
     }
-    return client.post(URL, data=data, follow_redirects=True)
+    return client.post(URL, data={k: v for k, v in data.items() if v is not None})
 
 
-def test_denied_without_guard(app):
+def post_action(client: t.Any, path: str, **data: t.Any) -> t.Any:
+    html = client.get(URL).get_data(as_text=True)
+    return client.post(URL + path, data={"csrf_token": token(html), **data})
+
+
+def follow(client: t.Any, response: t.Any) -> str:
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    return t.cast(str, client.get(response.headers["Location"]).get_data(as_text=True))
+
+
+# -- access and CSRF ---------------------------------------------------------
+
+
+def test_403_without_a_guard(app: Flask) -> None:
     client = app.test_client()
     assert client.get(URL).status_code == 403
-    assert client.post(URL + "test").status_code == 403
+    assert client.get(URL + "static/refiner_segment/style.css").status_code == 403
+    for path in POSTS:
+        assert client.post(URL + path).status_code == 403, path
 
 
-def test_denied_when_guard_says_no(app):
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: False)
-    assert app.test_client().get(URL).status_code == 403
+def test_403_when_the_guard_says_no(page_app: Flask) -> None:
+    allow(page_app, False)
+    client = page_app.test_client()
+    assert client.get(URL).status_code == 403
+    for path in POSTS:
+        assert client.post(URL + path, data={"write_key": KEY}).status_code == 403
+    assert stored_row(page_app) is None
 
 
-def test_config_key_is_shown_as_config(app):
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: True)
-    html = app.test_client().get(URL).get_data(as_text=True)
-    assert "set in app config" in html and "••••3fa9" in html
-    assert app.config["REFINER_SEGMENT_WRITE_KEY"] not in html
+def test_guard_is_asked_per_request(page_app: Flask) -> None:
+    calls: list[str] = []
+
+    @state_of(page_app).ext.settings_guard
+    def guard() -> bool:
+        calls.append("x")
+        return True
+
+    client = page_app.test_client()
+    assert client.get(URL).status_code == 200
+    with client.get(URL + "static/refiner_segment/style.css") as css:
+        assert css.status_code == 200
+    assert len(calls) == 2
 
 
-def test_save_key_masked_encrypted_blank_keeps(page_app, segment, caplog):
+def test_guard_may_redirect_to_a_login_page(page_app: Flask) -> None:
+    from flask import abort
+    from flask import redirect
+
+    @state_of(page_app).ext.settings_guard
+    def guard() -> bool:
+        abort(redirect("/login"))
+
+    response = page_app.test_client().get(URL)
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+
+
+def test_csrf_missing_or_wrong_is_refused(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        WTF_CSRF_ENABLED=True,
+    )
+    allow(app)
+    client = app.test_client()
+    client.get(URL)  # generates the inbound key, opens the session
+    before = stored_row(app)
+    form = {"write_key": KEY, "region": "us", "track_event": "x", "send_all": "all"}
+    for path in POSTS:
+        for data in (form, {**form, "csrf_token": "forged"}):
+            response = client.post(URL + path, data=data)
+            assert response.status_code == 400, path
+            html = response.get_data(as_text=True)
+            assert "CSRF" in html and KEY not in html
+    assert stored_row(app) == before  # nothing saved, no key rotated
+
+
+def test_works_with_the_hosts_csrfprotect(page_app: Flask, segment: t.Any) -> None:
+    from flask_wtf.csrf import CSRFProtect
+
+    CSRFProtect(page_app)
+    client = page_app.test_client()
+    assert client.post(URL, data={"write_key": KEY}).status_code == 400
+    assert save(client, segment, write_key=KEY).status_code == 302
+    assert settings_of(page_app).write_key == KEY
+
+
+# -- the write key -----------------------------------------------------------
+
+
+def test_saved_key_is_encrypted_masked_and_never_leaks(
+    page_app: Flask, segment: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     client = page_app.test_client()
     response = save(client, segment, write_key=KEY)
-    html = response.get_data(as_text=True)
-    assert response.status_code == 200 and "Settings saved." in html
-    assert "••••7c1e" in html and KEY not in html
-    response = save(client, segment, write_key="", trait_prefix="")
-    with page_app.app_context():
-        settings = page_app.extensions["refiner_segment"].ext.settings()
-        assert (settings.write_key, settings.trait_prefix) == (KEY, "")
-        db = page_app.extensions["test_db"]
-        dump = "\n".join(
-            str(r)
-            for table in db.metadata.sorted_tables
-            for r in db.session.execute(sa.select(table))
-        )
-    assert KEY not in dump
+    with client.session_transaction() as session:
+        assert KEY not in str(dict(session))  # flashed messages live in the cookie
+    html = follow(client, response)
+    assert "Settings saved. Write key stored: ••••7c1e." in html
+    assert 'id="write-key-masked">••••7c1e<' in html
+    assert KEY not in html
+    row = stored_row(page_app)
+    assert (
+        row is not None
+        and row["write_key_encrypted"]
+        and row["write_key_hint"] == "7c1e"
+    )
+    assert KEY not in dump_db(page_app)
+    assert settings_of(page_app).write_key == KEY  # really stored, decryptable
     assert KEY not in caplog.text
+    assert any("write key replaced" in r.getMessage() for r in caplog.records)
+
+
+def test_blank_key_keeps_the_stored_one(page_app: Flask, segment: t.Any) -> None:
+    client = page_app.test_client()
+    save(client, segment, write_key=KEY)
+    follow(client, save(client, segment, write_key="", track_event="Renamed"))
+    current = settings_of(page_app)
+    assert (current.write_key, current.track_event) == (KEY, "Renamed")
+    follow(client, save(client, segment, write_key="wk_second_key_9999"))
+    assert settings_of(page_app).write_key == "wk_second_key_9999"
+
+
+def test_key_and_host_from_config_are_shown_and_not_editable(
+    app: Flask, segment: t.Any
+) -> None:
+    allow(app)
+    client = app.test_client()
+    html = client.get(URL).get_data(as_text=True)
+    assert "set in app config (refiner_segment_write_key)" in html.lower()
+    assert re.search(r'<input[^>]*disabled[^>]*id="write_key"', html)
+    assert "••••3fa9" in html and "wk_test_3fa9" not in html
+    assert 'name="region"' not in html and "REFINER_SEGMENT_API_HOST" in html
+    data = {
+        "csrf_token": token(html),
+        "write_key": "wk_ignored_1111",
+        "enabled": "y",
+        "track_event": "From Page",
+        "trait_prefix": "",
+        "send_all": "all",
+    }
+    follow(client, client.post(URL, data=data))
+    current = settings_of(app)
+    assert current.write_key == "wk_test_3fa9" and current.write_key_source == "config"
+    assert current.api_host == segment.url and current.track_event == "From Page"
+    row = stored_row(app)
+    assert row is not None and row["write_key_encrypted"] is None
 
 
 @pytest.mark.parametrize(
-    "fields, error",
+    "region, host",
+    [("us", "https://api.segment.io"), ("eu", "https://events.eu1.segmentapis.com")],
+)
+def test_region_is_saved(
+    page_app: Flask, segment: t.Any, region: str, host: str
+) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, region=region, custom_api_host="ignored"))
+    current = settings_of(page_app)
+    assert (current.region, current.api_host, current.custom_api_host) == (
+        region,
+        host,
+        None,
+    )
+    html = client.get(URL).get_data(as_text=True)
+    assert f'checked id="region-{["us", "eu"].index(region)}"' in html
+
+
+# -- bad input ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, field, error",
     [
-        ({"trait_prefix": "Refiner-"}, "lowercase letters"),
-        ({"trait_prefix": "1abc"}, "lowercase letters"),
-        ({"trait_prefix": "a" * 41}, "lowercase letters"),
-        ({"track_event": ""}, "This field is required"),
-        ({"track_event": "x" * 201}, "200"),
-        ({"custom_api_host": ""}, "Enter the data-plane URL"),
-        ({"custom_api_host": "ftp://dp.example.com"}, "https://"),
-        ({"custom_api_host": "http://dp.example.com"}, "only allowed for localhost"),
-        ({"custom_api_host": "https://10.0.0.5/"}, "Internal addresses"),
-        ({"custom_api_host": "https://169.254.169.254/"}, "Internal addresses"),
-        ({"custom_api_host": "https://user:pw@dp.example.com"}, "credentials"),
-        ({"custom_api_host": "https://x:99999"}, "valid URL"),
-        ({"send_all": "selected", "surveys": "  "}, "at least one survey"),
-        ({"write_key": "k" * 500}, "200"),
+        ({"trait_prefix": "Refiner-"}, "trait_prefix", "lowercase letters"),
+        ({"trait_prefix": "1abc"}, "trait_prefix", "lowercase letters"),
+        ({"trait_prefix": "a" * 41}, "trait_prefix", "lowercase letters"),
+        ({"track_event": ""}, "track_event", "Enter the event name"),
+        ({"track_event": "x" * 201}, "track_event", "at most 200"),
+        ({"track_event": "a\x00b"}, "track_event", "Control characters"),
+        ({"custom_api_host": ""}, "custom_api_host", "Enter the data-plane URL"),
+        ({"custom_api_host": "ftp://dp.example.com"}, "custom_api_host", "https://"),
+        ({"custom_api_host": "http://dp.example.com"}, "custom_api_host", "localhost"),
+        ({"custom_api_host": "https://10.0.0.5/"}, "custom_api_host", "Internal"),
+        (
+            {"custom_api_host": "https://169.254.169.254/"},
+            "custom_api_host",
+            "Internal",
+        ),
+        (
+            {"custom_api_host": "https://[::ffff:127.0.0.1]"},
+            "custom_api_host",
+            "Internal",
+        ),
+        ({"custom_api_host": "https://2130706433/"}, "custom_api_host", "Internal"),
+        (
+            {"custom_api_host": "https://u:p@dp.example.com"},
+            "custom_api_host",
+            "credentials",
+        ),
+        ({"custom_api_host": "https://x:99999"}, "custom_api_host", "valid URL"),
+        ({"custom_api_host": "https://d.io/" + "a" * 3000}, "custom_api_host", "2048"),
+        ({"region": "mars"}, "region", "Not a valid choice"),
+        (
+            {"send_all": "selected", "other_surveys": " "},
+            "other_surveys",
+            "at least one",
+        ),
+        ({"send_all": "selected", "other_surveys": "s" * 300}, "other_surveys", "255"),
+        ({"write_key": "k" * 500}, "write_key", "at most 200"),
+        ({"write_key": "two words"}, "write_key", "spaces"),
     ],
 )
-def test_bad_input_gets_a_form_error(page_app, segment, fields, error):
+def test_bad_input_gets_an_error_next_to_the_field(
+    page_app: Flask, segment: t.Any, fields: dict[str, str], field: str, error: str
+) -> None:
     response = save(page_app.test_client(), segment, **fields)
     assert response.status_code == 400
-    assert error in response.get_data(as_text=True)
+    html = response.get_data(as_text=True)
+    found = re.search(rf'id="error-{field}">([^<]*)<', html)
+    assert found and error in found.group(1), html[:3000]
+    assert stored_row(page_app) is None or stored_row(page_app)["track_event"] is None
+    if "write_key" in fields:
+        assert fields["write_key"] not in html  # a write-only field stays empty
 
 
-def test_private_hosts_allowed_by_config(make_app, segment):
+def test_private_hosts_allowed_by_config(
+    make_app: t.Callable[..., Flask], segment: t.Any
+) -> None:
     app = make_app(
         REFINER_SEGMENT_WRITE_KEY=None,
         REFINER_SEGMENT_API_HOST=None,
         REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
     )
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: True)
-    response = save(app.test_client(), segment, custom_api_host="https://10.0.0.5/")
-    assert "Settings saved." in response.get_data(as_text=True)
+    allow(app)
+    client = app.test_client()
+    follow(client, save(client, segment, custom_api_host="http://10.0.0.5:8080"))
+    assert settings_of(app).api_host == "http://10.0.0.5:8080"
 
 
-def test_csrf_is_required(page_app):
+def test_oversized_body_is_not_a_500(page_app: Flask, segment: t.Any) -> None:
+    response = save(page_app.test_client(), segment, other_surveys="x" * 700_000)
+    assert response.status_code in (400, 413)
+
+
+# -- surveys -----------------------------------------------------------------
+
+
+def test_surveys_selection(page_app: Flask, segment: t.Any, redis_conn: t.Any) -> None:
     client = page_app.test_client()
-    for path in ("", "test", "retry-failed", "rotate-key"):
-        response = client.post(URL + path, data={"track_event": "x"})
-        assert response.status_code == 400, path
-    html = client.post(URL, data={"csrf_token": "forged"}).get_data(as_text=True)
-    assert "CSRF token is invalid" in html
-
-
-def test_surveys_selection(page_app, segment, redis_conn):
-    client = page_app.test_client()
-    save(
-        client, segment, write_key=KEY, send_all="selected", surveys="nps-2026\nother\n"
-    )
-    send_completion(page_app, 1)
-    send_completion(page_app, 2, survey_id="not-selected")
+    follow(client, save(client, segment, write_key=KEY))
+    send_completion(page_app, 1, survey_id="nps-2026")
+    send_completion(page_app, 2, survey_id="onboarding")
     html = client.get(URL).get_data(as_text=True)
-    assert "nps-2026" in html and "is not selected to send" in html
-
-
-def test_send_test_shows_answer(page_app, segment):
-    client = page_app.test_client()
-    save(client, segment, write_key=KEY)
+    for survey in ("nps-2026", "onboarding"):
+        assert re.search(rf'<input[^>]*name="surveys"[^>]*value="{survey}"', html)
+    data = {
+        "csrf_token": token(html),
+        "enabled": "y",
+        "region": "custom",
+        "custom_api_host": segment.url,
+        "track_event": "Survey Completed",
+        "trait_prefix": "refiner_",
+        "send_all": "selected",
+        "surveys": ["nps-2026"],
+        "other_surveys": "churn-q3\n",
+    }
+    follow(client, client.post(URL, data=data))
+    assert settings_of(page_app).surveys == {"nps-2026", "churn-q3"}
+    assert stored_row(page_app)["surveys"] == ["churn-q3", "nps-2026"]
     html = client.get(URL).get_data(as_text=True)
-    response = client.post(
-        URL + "test", data={"csrf_token": token(html)}, follow_redirects=True
-    )
-    assert "accepted the test event: HTTP 200" in response.get_data(as_text=True)
-    segment.set_fault(status=401)
-    response = client.post(
-        URL + "test", data={"csrf_token": token(html)}, follow_redirects=True
-    )
-    text = response.get_data(as_text=True)
-    assert "refused the test event: HTTP 401" in text
-    assert "Deliveries are paused" in text and KEY not in text
+    assert re.search(r'<input checked[^>]*name="surveys"[^>]*value="nps-2026"', html)
+    assert re.search(r'<input[^>]*name="surveys"[^>]*value="churn-q3"', html)
+    send_completion(page_app, 3, survey_id="onboarding")
+    html = client.get(URL + "?status=skipped").get_data(as_text=True)
+    assert "survey &#39;onboarding&#39; is not selected to send" in html
+    follow(client, save(client, segment, send_all="all"))
+    assert settings_of(page_app).surveys is None
 
 
-def test_send_test_network_error_and_no_key(page_app, segment):
+# -- send test event ---------------------------------------------------------
+
+
+def test_send_test_event_shows_segments_answer(page_app: Flask, segment: t.Any) -> None:
     client = page_app.test_client()
-    html = client.get(URL).get_data(as_text=True)
-    response = client.post(
-        URL + "test", data={"csrf_token": token(html)}, follow_redirects=True
-    )
-    assert "No Segment write key" in response.get_data(
-        as_text=True
-    ) or "no Segment write key" in response.get_data(as_text=True)
-    save(
-        client,
-        segment,
-        write_key=KEY,
-        custom_api_host=f"http://127.0.0.1:{free_port()}",
-    )
-    response = client.post(
-        URL + "test", data={"csrf_token": token(html)}, follow_redirects=True
-    )
-    assert "Test event failed: connection refused" in response.get_data(as_text=True)
+    follow(client, save(client, segment, write_key=KEY, track_event="Page Test"))
+    html = follow(client, post_action(client, "test"))
+    assert "Segment answered 200 OK: {&#34;success&#34;: true}" in html
+    assert [m["event"] for m in segment.messages] == ["Page Test"]
+    assert KEY not in html
 
 
-def test_delivery_log_paging_and_retry(page_app, segment, redis_url):
+@pytest.mark.parametrize(
+    "status, words",
+    [
+        (401, "Segment answered 401 Unauthorized"),
+        (403, "Segment answered 403 Forbidden"),
+        (503, "Segment answered 503 Service Unavailable"),
+        (400, "Segment answered 400 Bad Request"),
+    ],
+)
+def test_send_test_event_failing(
+    page_app: Flask, segment: t.Any, status: int, words: str
+) -> None:
     client = page_app.test_client()
-    save(client, segment, write_key=KEY)
+    follow(client, save(client, segment, write_key=KEY))
+    segment.set_fault(status=status)
+    html = follow(client, post_action(client, "test"))
+    assert words in html and KEY not in html
+    if status in (401, 403):
+        assert "the write key was rejected" in html
+        assert 'id="paused-banner"' in html and "Deliveries are paused" in html
+        segment.clear_faults()
+        html = follow(client, save(client, segment, write_key="wk_new_key_5678"))
+        assert 'id="paused-banner"' not in html
+    elif status == 503:
+        assert "temporary error" in html
+
+
+def test_send_test_event_network_error_and_no_key(
+    page_app: Flask, segment: t.Any
+) -> None:
+    client = page_app.test_client()
+    html = follow(client, post_action(client, "test"))
+    assert "Test event not sent: No Segment write key is configured." in html
+    closed = f"http://127.0.0.1:{free_port()}"
+    follow(client, save(client, segment, write_key=KEY, custom_api_host=closed))
+    html = follow(client, post_action(client, "test"))
+    assert (
+        f"Segment could not be reached: connection refused: {closed}/v1/batch" in html
+    )
+
+
+# -- delivery log ------------------------------------------------------------
+
+
+def test_delivery_log_paging_counts_and_filter(
+    page_app: Flask, segment: t.Any, redis_url: str
+) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, write_key=KEY))
     segment.set_fault(status=400)
-    for n in range(55):
+    for n in range(53):
+        send_completion(page_app, n)
+    send_completion(page_app, 100, user_id=None)
+    send_completion(page_app, 101, user_id="")
+    run_worker(page_app, redis_url)
+    html = client.get(URL).get_data(as_text=True)
+    assert re.search(r'id="count-failed">53<', html)
+    assert re.search(r'id="count-skipped">2<', html)
+    assert html.count('class="rs-status ') == 50
+    assert "page 1 of 2 (55 deliveries)" in html and 'id="older"' in html
+    assert "HTTP 400" in html and "Created (UTC)" in html
+    page2 = client.get(URL + "?page=2").get_data(as_text=True)
+    assert page2.count('class="rs-status ') == 5 and 'id="newer"' in page2
+    assert (
+        client.get(URL + "?page=99").get_data(as_text=True).count('class="rs-status ')
+        == 5
+    )  # clamped to the last page
+    assert client.get(URL + "?page=x").status_code == 200
+    skipped = client.get(URL + "?status=skipped").get_data(as_text=True)
+    assert skipped.count('class="rs-status skipped"') == 2
+    assert skipped.count('class="rs-status failed"') == 0
+    bogus = client.get(URL + "?status=<script>").get_data(as_text=True)
+    assert bogus.count('class="rs-status ') == 50 and "<script>" not in bogus
+
+
+def test_retry_failed(page_app: Flask, segment: t.Any, redis_url: str) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, write_key=KEY))
+    html = client.get(URL).get_data(as_text=True)
+    assert re.search(r'<button[^>]*id="retry-failed"[^>]*disabled', html)
+    segment.set_fault(status=400)
+    for n in range(3):
         send_completion(page_app, n)
     run_worker(page_app, redis_url)
-    html = client.get(URL).get_data(as_text=True)
-    assert re.search(r'id="count-failed">55<', html)
-    assert html.count('class="rs-status failed"') == 50 and 'id="older"' in html
-    assert (
-        client.get(URL + "?page=2")
-        .get_data(as_text=True)
-        .count('class="rs-status failed"')
-        == 5
-    )
     segment.clear_faults()
-    response = client.post(
-        URL + "retry-failed", data={"csrf_token": token(html)}, follow_redirects=True
-    )
-    assert "55 failed deliveries queued again." in response.get_data(as_text=True)
+    html = follow(client, post_action(client, "retry-failed"))
+    assert "3 failed deliveries queued again." in html
     run_worker(page_app, redis_url)
-    assert re.search(
-        r'id="count-sent">55<', client.get(URL + "?status=sent").get_data(as_text=True)
-    )
-
-
-def test_inbound_key_first_view_and_rotate(page_app):
-    client = page_app.test_client()
     html = client.get(URL).get_data(as_text=True)
-    first = re.search(r'id="new-inbound-key">([^<]+)<', html).group(1)
-    assert "http://localhost/integrations/segment/inbound" in html
+    assert re.search(r'id="count-sent">3<', html)
+    assert re.search(r'id="count-failed">0<', html)
+    html = follow(client, post_action(client, "retry-failed"))
+    assert "0 failed deliveries queued again." in html
+
+
+def test_redis_down_is_not_a_500(
+    make_app: t.Callable[..., Flask], segment: t.Any
+) -> None:
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    allow(app)
+    client = app.test_client()
+    html = follow(client, save(client, segment, write_key=KEY))
+    assert "Settings saved." in html and "Redis is unreachable" in html
+
+
+# -- inbound -----------------------------------------------------------------
+
+
+def test_inbound_key_generated_on_first_view_and_rotated(page_app: Flask) -> None:
+    client = page_app.test_client()
+    response = client.get(URL)
+    assert response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    first = re.search(r'id="new-inbound-key">([^<]+)<', html).group(1)  # type: ignore[union-attr]
+    assert 'id="inbound-url">http://localhost/integrations/segment/inbound<' in html
     again = client.get(URL).get_data(as_text=True)
-    assert first not in again and f"••••{first[-4:]}" in again
-    auth = (first, "")
-    ok = client.post(
-        "/integrations/segment/inbound",
-        json={"type": "identify", "userId": "u", "traits": {"a": 1}},
-        auth=auth,
-    )
-    assert ok.status_code == 200
-    rotated = client.post(
-        URL + "rotate-key", data={"csrf_token": token(again)}
-    ).get_data(as_text=True)
-    second = re.search(r'id="new-inbound-key">([^<]+)<', rotated).group(1)
+    assert first not in again and f'id="inbound-key">••••{first[-4:]}<' in again
+    identify = {"type": "identify", "userId": "u", "traits": {"a": 1}}
+    assert client.post(INBOUND, json=identify, auth=(first, "")).status_code == 200
+    rotated = client.post(URL + "rotate-key", data={"csrf_token": token(again)})
+    assert rotated.status_code == 200
+    assert rotated.headers["Cache-Control"] == "no-store"
+    second = re.search(  # type: ignore[union-attr]
+        r'id="new-inbound-key">([^<]+)<', rotated.get_data(as_text=True)
+    ).group(1)
     assert second != first
-    old = client.post(
-        "/integrations/segment/inbound",
-        json={"type": "identify", "userId": "u"},
-        auth=auth,
-    )
-    assert old.status_code == 401
+    assert client.post(INBOUND, json=identify, auth=(first, "")).status_code == 401
+    assert client.post(INBOUND, json=identify, auth=(second, "")).status_code == 200
+    assert first not in dump_db(page_app) and second not in dump_db(page_app)
+    assert second not in client.get(URL).get_data(as_text=True)
 
 
-def test_webhook_secret_set_and_clear(page_app, segment):
-    client = page_app.test_client()
-    save(client, segment, write_key=KEY, webhook_secret="shh-secret-9911")
+def test_inbound_key_from_config(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(REFINER_SEGMENT_INBOUND_API_KEY="rsk_from_config_key")
+    allow(app)
+    client = app.test_client()
     html = client.get(URL).get_data(as_text=True)
-    assert "••••9911" in html and "shh-secret-9911" not in html
-    save(client, segment, clear_webhook_secret="y")
-    assert "••••9911" not in client.get(URL).get_data(as_text=True)
+    assert "REFINER_SEGMENT_INBOUND_API_KEY" in html
+    assert 'id="new-inbound-key"' not in html and 'id="rotate-key"' not in html
+    assert "rsk_from_config_key" not in html
+    html = follow(client, post_action(client, "rotate-key"))
+    assert "change it there" in html
+    row = stored_row(app)
+    assert row is None or row["inbound_key_hash"] is None
 
 
-def test_secret_key_changed_shows_error(make_app, page_app, segment):
-    save(page_app.test_client(), segment, write_key=KEY)
+def test_webhook_secret_set_keep_and_clear(page_app: Flask) -> None:
+    client = page_app.test_client()
+    secret = "shh-secret-9911"
+    html = follow(client, post_action(client, "webhook-secret", secret=secret))
+    assert "Shared secret saved." in html and "••••9911" in html and secret not in html
+    assert secret not in dump_db(page_app)
+    html = follow(client, post_action(client, "webhook-secret", secret=""))
+    assert "Shared secret unchanged." in html and "••••9911" in html
+    response = post_action(client, "webhook-secret", secret="s" * 300)
+    assert response.status_code == 400
+    assert "at most 200" in response.get_data(as_text=True)
+    html = follow(client, post_action(client, "webhook-secret", clear="y"))
+    assert "Shared secret removed." in html and "••••9911" not in html
+    assert stored_row(page_app)["webhook_secret_encrypted"] is None
+
+
+# -- failure modes, tenancy, templates ---------------------------------------
+
+
+def test_changed_secret_key_shows_a_clear_error(
+    make_app: t.Callable[..., Flask], page_app: Flask, segment: t.Any
+) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, write_key=KEY))
+    follow(client, post_action(client, "webhook-secret", secret="shh-9911"))
     rotated = make_app(
         REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None, SECRET_KEY="new"
     )
-    rotated.extensions["refiner_segment"].ext.settings_guard(lambda: True)
-    response = rotated.test_client().get(URL)
+    allow(rotated)
+    client = rotated.test_client()
+    response = client.get(URL)
     assert response.status_code == 200
-    assert "cannot be decrypted" in response.get_data(as_text=True)
+    html = response.get_data(as_text=True)
+    assert 'id="settings-error"' in html and "cannot be decrypted" in html
+    assert "Paste the write key again" in html and "••••7c1e" in html
+    assert "it cannot be decrypted (SECRET_KEY changed)" in html
+    html = follow(client, post_action(client, "test"))
+    assert "Test event not sent" in html and "cannot be decrypted" in html
+    html = follow(client, save(client, segment, write_key=KEY))
+    assert 'id="settings-error"' not in html
+    assert settings_of(rotated).write_key == KEY
 
 
-def test_templates_extend_a_configurable_base(make_app, tmp_path):
-    app = make_app(REFINER_SEGMENT_BASE_TEMPLATE="host_base.html")
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: True)
+def test_workspace_loader_selects_the_workspace(app: Flask, segment: t.Any) -> None:
+    ext = state_of(app).ext
+    allow(app)
+    ext.workspace_loader(lambda: "acme")
+    client = app.test_client()
+    html = client.get(URL).get_data(as_text=True)
+    assert 'id="workspace">acme<' in html
+    # Config keys belong to the default workspace only.
+    assert "REFINER_SEGMENT_WRITE_KEY" not in html
+    follow(client, save(client, segment, write_key=KEY, track_event="Acme Done"))
+    assert settings_of(app, "acme").write_key == KEY
+    assert settings_of(app, "acme").track_event == "Acme Done"
+    assert settings_of(app).write_key == "wk_test_3fa9"
+    assert stored_row(app) is None  # the default workspace untouched
+
+
+def test_templates_are_overridable_and_extend_a_configurable_base(
+    make_app: t.Callable[..., Flask],
+) -> None:
     from jinja2 import DictLoader
 
+    app = make_app(REFINER_SEGMENT_BASE_TEMPLATE="host_base.html")
+    allow(app)
     app.jinja_loader = DictLoader(
         {
             "host_base.html": "<header>HOST LAYOUT</header>"
-            "{% block content %}{% endblock %}"
+            "<main>{% block content %}{% endblock %}</main>",
+            "refiner_segment/_inbound.html": "<p id='host-inbound'>HOST INBOUND</p>",
         }
     )
     html = app.test_client().get(URL).get_data(as_text=True)
-    assert "HOST LAYOUT" in html and "Segment integration" in html
+    assert "HOST LAYOUT" in html and "HOST INBOUND" in html
+    assert 'id="settings-form"' in html
+    # Inside a host layout the page brings its own (scoped) stylesheet.
+    assert "/integrations/segment/static/refiner_segment/style.css" in html
+
+
+def test_standalone_page_is_styled(page_app: Flask) -> None:
+    client = page_app.test_client()
+    html = client.get(URL).get_data(as_text=True)
+    assert html.startswith("<!doctype html>") and "<title>Segment integration" in html
+    assert html.count("refiner_segment/style.css") == 1
+    with client.get(URL + "static/refiner_segment/style.css") as css:
+        assert css.status_code == 200 and b".rs-status.failed" in css.data
+        assert b"://" not in css.data  # nothing from a CDN
