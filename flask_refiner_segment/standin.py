@@ -1,23 +1,35 @@
 """A local stand-in of Segment's Tracking API, for tests, benchmarks and demos.
 
-It validates requests the way Segment documents (Basic auth or body ``writeKey``,
-32 KB per message, 500 KB per request, 2,500 messages per batch), records what
-it accepted, counts duplicate ``messageId``s, and can be told to fail.
+It validates like Segment documents (Basic auth or body ``writeKey``; JSON; 32 KB
+per message, 500 KB per request, 2,500 messages per batch; required fields per
+call type), records what it accepted, counts duplicate ``messageId``\\s and can
+be told to fail. Use :func:`serve` for a thread, mount it as a WSGI app, or run
+``python -m flask_refiner_segment.standin --port 8765 [--write-key KEY ...]``.
 
-Run it alone with ``python -m flask_refiner_segment.standin --port 8765``.
+``GET /`` shows the calls received, ``GET /messages`` returns them as JSON
+(``GET /stats`` only the counts), ``POST /reset`` forgets them, ``POST /faults``
+with a JSON object of :class:`Fault` fields programs a fault (``{}`` clears).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import dataclasses
+import datetime as dt
+import gc
 import html
 import json
+import re
+import signal
+import sys
 import threading
 import time
 import typing as t
+import uuid
 
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
@@ -26,56 +38,169 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
-MAX_MESSAGE = 32 * 1024
-MAX_REQUEST = 500 * 1024
-MAX_MESSAGES = 2500
-SINGLE = ("identify", "track", "group", "page", "screen", "alias")
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+MAX_MESSAGE_ID = 100
+TYPES = ("identify", "track", "group", "page", "screen", "alias")
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
+
+_SCAN: t.Callable[[str, int], tuple[t.Any, int]]
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_WS = re.compile(r"[ \t\n\r]*")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Fault:
-    """What the stand-in does instead of answering 200."""
+    """What to do instead of answering normally. ``status`` (with ``Retry-After:
+    retry_after``) and ``delay`` (seconds) apply to the next ``times`` requests,
+    ``None``: until cleared. A batch holding one of ``fail_message_ids`` gets 400
+    until cleared."""
 
     status: int | None = None
-    times: int | None = None  # None: until cleared
+    times: int | None = None
     retry_after: str | None = None
     delay: float = 0.0
     fail_message_ids: frozenset[str] = frozenset()
 
 
-def _json(
-    data: t.Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        json.dumps(data), status=status, headers=headers, mimetype="application/json"
+def _json(data: t.Any, status: int = 200, **headers: str) -> Response:
+    return Response(json.dumps(data), status, headers, mimetype="application/json")
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return _json(
+        {"success": False, "code": code, "message": message}, status, **headers
     )
 
 
-class SegmentStandIn:
-    """A WSGI app that behaves like Segment's ``/v1/batch`` and records calls."""
+def _skip(text: str, i: int) -> int:
+    return _WS.match(text, i).end()  # type: ignore[union-attr]
 
-    def __init__(self, write_keys: t.Iterable[str] | None = None) -> None:
-        self.write_keys = None if write_keys is None else set(write_keys)
+
+def _next(text: str, i: int, close: str) -> tuple[int, bool]:
+    """Skip to the next item after ``,`` (``True``) or to ``close`` (``False``)."""
+    i = _skip(text, i)
+    if text[i : i + 1] == ",":
+        return _skip(text, i + 1), True
+    if text[i : i + 1] != close:
+        raise ValueError(f"expected ',' or {close!r} at {i}")
+    return i, False
+
+
+def _load(text: str) -> tuple[t.Any, list[int] | None]:
+    """``json.loads(text)``, plus the length in characters of each item of the
+    top-level ``batch`` array, so that only long items need measuring."""
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        return json.loads(text), None
+    body: dict[str, t.Any] = {}
+    spans: list[int] | None = None
+    try:
+        i = _skip(text, i + 1)
+        more = text[i : i + 1] != "}"
+        while more:
+            if text[i : i + 1] != '"':
+                raise ValueError(f"expected a key at {i}")
+            key, i = _SCAN(text, i)
+            i = _skip(text, i)
+            if text[i : i + 1] != ":":
+                raise ValueError(f"expected ':' at {i}")
+            i = _skip(text, i + 1)
+            if key != "batch" or text[i : i + 1] != "[":
+                body[key], i = _SCAN(text, i)
+                spans = None if key == "batch" else spans
+            else:
+                body[key], spans, i = [], [], _skip(text, i + 1)
+                more = text[i : i + 1] != "]"
+                while more:
+                    item, end = _SCAN(text, i)
+                    body[key].append(item)
+                    spans.append(end - i)
+                    i, more = _next(text, end, "]")
+                i += 1
+            i, more = _next(text, i, "}")
+    except StopIteration as exc:
+        raise ValueError(f"invalid JSON at {exc.value}") from None
+    if _skip(text, i + 1) != len(text):
+        raise ValueError(f"extra data at {i + 1}")
+    return body, spans
+
+
+def _has_id(value: t.Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _invalid(m: t.Any) -> str | None:
+    """Why Segment would drop message ``m`` (after answering 200), or ``None``."""
+    if not isinstance(m, dict):
+        return "not an object"
+    kind, message_id = m.get("type"), m.get("messageId")
+    if kind not in TYPES:
+        return "missing or unknown type"
+    if message_id is not None and not isinstance(message_id, str):
+        return "messageId is not a string"
+    if message_id is not None and len(message_id) > MAX_MESSAGE_ID:
+        return "messageId over 100 characters"
+    if kind == "alias" and not (
+        _has_id(m.get("userId")) and _has_id(m.get("previousId"))
+    ):
+        return "alias without userId and previousId"
+    if kind != "alias" and not (
+        _has_id(m.get("userId")) or _has_id(m.get("anonymousId"))
+    ):
+        return "no_user_anon_id"
+    if kind == "track" and not (isinstance(m.get("event"), str) and m["event"]):
+        return "track without event"
+    if kind == "group" and not _has_id(m.get("groupId")):
+        return "group without groupId"
+    for key in ("traits", "properties", "context", "integrations"):
+        if key in m and not isinstance(m[key], dict):
+            return f"{key} is not an object"
+    return None
+
+
+class SegmentStandIn:
+    """A WSGI app that answers like Segment's Tracking API and records calls.
+
+    :param write_keys: the keys accepted; ``None`` accepts any non-empty key.
+    :param freeze_gc: for a process of its own: keep recorded messages out of the
+        cyclic garbage collector, which otherwise rescans them all, again and again.
+
+    Thread-safe. Records: ``messages`` (accepted, with ``receivedAt``),
+    ``rejected`` (``{"reason", "message"}``), ``duplicates`` (a count) and
+    ``duplicate_ids``, ``requests`` (calls to ``/v1/*``). :func:`serve` sets ``url``.
+    """
+
+    def __init__(
+        self, write_keys: t.Iterable[str] | None = None, *, freeze_gc: bool = False
+    ) -> None:
+        self.write_keys = None if write_keys is None else frozenset(write_keys)
+        self.freeze_gc = freeze_gc
+        self.url: str | None = None
+        self.fault = Fault()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
+        self._generation = 0
         self.reset()
-        self.clear_faults()
-
-    # -- Python helpers -----------------------------------------------------
 
     def reset(self) -> None:
+        """Forget everything received (faults stay)."""
         with self._lock:
             self.messages: list[dict[str, t.Any]] = []
             self.rejected: list[dict[str, t.Any]] = []
             self.duplicates = 0
+            self.duplicate_ids: list[str] = []
             self.requests = 0
             self._seen: set[str] = set()
-            # Requests still in flight from before a reset are not recorded.
-            self._generation = getattr(self, "_generation", 0) + 1
+            self._generation += 1  # requests in flight now are not recorded
 
     def message_ids(self) -> list[str]:
+        """The ``messageId`` of each accepted message, in arrival order."""
         with self._lock:
-            return [m.get("messageId", "") for m in self.messages]
+            return [m["messageId"] for m in self.messages]
 
     def set_fault(
         self,
@@ -86,16 +211,23 @@ class SegmentStandIn:
         delay: float = 0.0,
         fail_message_ids: t.Iterable[str] = (),
     ) -> None:
+        """Replace the current fault with this :class:`Fault`."""
+        checks = {
+            "status": status is None or type(status) is int and 100 <= status <= 599,
+            "times": times is None or type(times) is int and times >= 0,
+            "delay": isinstance(delay, (int, float)) and 0 <= delay <= 600,
+            "fail_message_ids": not isinstance(fail_message_ids, (str, bytes)),
+        }
+        if not all(checks.values()):
+            bad = ", ".join(name for name, ok in checks.items() if not ok)
+            raise ValueError(f"invalid fault: {bad}")
+        after = None if retry_after is None else str(retry_after)
+        ids = frozenset(str(i) for i in fail_message_ids)
         with self._lock:
-            self.fault = Fault(
-                status,
-                times,
-                None if retry_after is None else str(retry_after),
-                delay,
-                frozenset(fail_message_ids),
-            )
+            self.fault = Fault(status, times, after, float(delay), ids)
 
     def clear_faults(self) -> None:
+        """Answer normally again."""
         with self._lock:
             self.fault = Fault()
 
@@ -110,57 +242,72 @@ class SegmentStandIn:
                 self._arrived.wait(left)
             return True
 
-    # -- HTTP ---------------------------------------------------------------
+    def snapshot(self) -> dict[str, t.Any]:
+        """What ``GET /messages`` answers."""
+        with self._lock:
+            return {
+                "messages": list(self.messages),
+                "rejected": list(self.rejected),
+                "duplicates": self.duplicates,
+                "duplicate_ids": list(self.duplicate_ids),
+                "requests": self.requests,
+            }
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> t.Iterable[bytes]:
-        request = Request(environ)
-        return self.dispatch(request)(environ, start_response)
+        return self.dispatch(Request(environ))(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        path = request.path.rstrip("/") or "/"
-        if request.method == "GET" and path == "/":
-            return self._page()
-        if request.method == "GET" and path == "/messages":
-            with self._lock:
-                return _json(
-                    {
-                        "messages": self.messages,
-                        "rejected": self.rejected,
-                        "duplicates": self.duplicates,
-                        "requests": self.requests,
-                    }
-                )
-        if request.method == "POST" and path == "/reset":
-            self.reset()
-            return _json({"ok": True})
-        if request.method == "POST" and path == "/faults":
-            spec = request.get_json(silent=True) or {}
-            self.set_fault(
-                **{k: v for k, v in spec.items() if k in Fault.__annotations__}
-            )
-            return _json({"ok": True})
-        if request.method == "POST" and path in ("/v1/batch", "/v1/import", "/v1/b"):
+        """Answer one request."""
+        method, path = request.method, request.path.rstrip("/") or "/"
+        if method == "POST" and path in BATCH_PATHS:
             return self._receive(request, None)
-        if request.method == "POST" and path.startswith("/v1/") and path[4:] in SINGLE:
+        if method == "POST" and path[:4] == "/v1/" and path[4:] in TYPES:
             return self._receive(request, path[4:])
-        return _json({"code": "not_found"}, 404)
+        if method == "GET" and path == "/":
+            if not request.environ.get("PATH_INFO"):  # mounted, no trailing slash
+                return Response(status=308, headers={"Location": request.root_url})
+            return self._page()
+        if method == "GET" and path == "/messages":
+            return _json(self.snapshot())
+        if method == "GET" and path == "/stats":
+            with self._lock:
+                n = len(self.messages), len(self.rejected), self.duplicates
+                n_requests = self.requests
+            stats = {"accepted": n[0], "rejected": n[1], "duplicates": n[2]}
+            return _json({**stats, "requests": n_requests})
+        if method == "POST" and path == "/reset":
+            self.reset()
+            return _json({"success": True})
+        if method == "POST" and path == "/faults":
+            spec = request.get_json(silent=True)
+            if not isinstance(spec, dict):
+                return _error(400, "invalid_request", "send a JSON object")
+            try:
+                self.set_fault(**spec)
+            except (TypeError, ValueError) as exc:
+                return _error(400, "invalid_fault", str(exc))
+            return _json({"success": True})
+        return _error(404, "not_found", f"no endpoint {method} {path}")
 
     def _take_fault(self) -> Fault:
         with self._lock:
-            fault = self.fault
-            if fault.status is not None and fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
+            fault, times = self.fault, self.fault.times
+            if times is not None and (fault.status is not None or fault.delay):
+                if times <= 1:  # used up: only fail_message_ids stay
                     self.fault = Fault(fail_message_ids=fault.fail_message_ids)
-            elif fault.delay and fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.fault = Fault()
+                    fault = fault if times == 1 else self.fault
+                else:
+                    self.fault = dataclasses.replace(fault, times=times - 1)
             return fault
 
-    def _receive(self, request: Request, single_type: str | None) -> Response:
+    def _authorized(self, key: t.Any) -> bool:
+        if not isinstance(key, str) or not key:
+            return False
+        return self.write_keys is None or key in self.write_keys
+
+    def _receive(self, request: Request, single: str | None) -> Response:
         with self._lock:
             self.requests += 1
             generation = self._generation
@@ -168,166 +315,199 @@ class SegmentStandIn:
         if fault.delay:
             time.sleep(fault.delay)
         if fault.status is not None:
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            return _json(
-                {"code": "fault", "message": "injected"}, fault.status, headers
-            )
+            after = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return _error(fault.status, "fault", "injected fault", **after)
+        header = request.headers.get("Authorization", "")
+        basic = header[:6].lower() == "basic "
+        if basic:
+            try:
+                key = base64.b64decode(header[6:], validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                key = ""
+            if not self._authorized(key.partition(":")[0]):
+                return _error(401, "unauthorized", "invalid write key")
         raw = request.get_data(cache=False)
-        if len(raw) > MAX_REQUEST:
-            return _json({"code": "too_large", "message": "request over 500 KB"}, 400)
-        if not (request.mimetype or "").endswith("json"):
-            return _json({"code": "invalid_content_type"}, 400)
+        if len(raw) > MAX_REQUEST_BYTES:
+            return _error(400, "request_too_large", "request body over 500 KB")
+        if request.mimetype != "application/json":
+            return _error(400, "invalid_request", "Content-Type must be JSON")
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return _json({"code": "invalid_json", "message": "invalid JSON"}, 400)
+            text = raw.decode()
+            body, spans = _load(text)
+        except ValueError as exc:  # UnicodeDecodeError is one too
+            return _error(400, "invalid_json", f"invalid JSON: {exc}")
         if not isinstance(body, dict):
-            return _json(
-                {"code": "invalid_json", "message": "body must be an object"}, 400
-            )
-        if not self._authorized(request, body):
-            return _json({"code": "unauthorized", "message": "invalid write key"}, 401)
-        if single_type is None:
-            batch = body.get("batch")
-            if not isinstance(batch, list):
-                return _json(
-                    {"code": "invalid_json", "message": "batch must be a list"}, 400
-                )
+            return _error(400, "invalid_json", "the body must be a JSON object")
+        if not basic and not self._authorized(body.get("writeKey")):
+            return _error(401, "unauthorized", "missing or invalid write key")
+        if single is not None:
+            body.pop("writeKey", None)
+            batch, spans = [{**body, "type": single}], None
+        elif not isinstance(body.get("batch"), list):
+            return _error(400, "invalid_request", "batch must be a list")
         else:
-            batch = [{**body, "type": single_type}]
-        for message in batch:
-            if isinstance(message, dict) and len(json.dumps(message)) > MAX_MESSAGE:
-                return _json(
-                    {"code": "too_large", "message": "message over 32 KB"}, 400
-                )
-            if (
-                isinstance(message, dict)
-                and message.get("messageId") in fault.fail_message_ids
-            ):
-                return _json(
-                    {"code": "invalid", "message": "injected bad message"}, 400
-                )
-        self._record(batch, generation)
+            batch = body["batch"]
+        # json.dumps (Segment's measure here) writes a character as up to 12.
+        longest = MAX_MESSAGE_BYTES // (6 if text.isascii() else 12)
+        for n, item in enumerate(batch):
+            too_long = spans is None or spans[n] > longest
+            if too_long and len(json.dumps(item)) > MAX_MESSAGE_BYTES:
+                return _error(400, "message_too_large", f"message {n} over 32 KB")
+            message_id = item.get("messageId") if isinstance(item, dict) else None
+            if isinstance(message_id, str) and message_id in fault.fail_message_ids:
+                return _error(400, "invalid_request", f"message {n} refused (fault)")
+        self._record(body if single is None else {}, batch, generation)
         return _json({"success": True})
 
-    def _authorized(self, request: Request, body: dict[str, t.Any]) -> bool:
-        key = body.get("writeKey") if isinstance(body.get("writeKey"), str) else None
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                key = base64.b64decode(header[6:]).decode().split(":", 1)[0]
-            except ValueError:
-                return False
-        if not key:
-            return False
-        return self.write_keys is None or key in self.write_keys
-
-    def _record(self, batch: list[t.Any], generation: int) -> None:
-        now = time.time()
-        too_many = len(batch) > MAX_MESSAGES
+    def _record(
+        self, body: dict[str, t.Any], batch: list[t.Any], generation: int
+    ) -> None:
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        received_at = now.isoformat(timespec="milliseconds") + "Z"
+        sent_at = body.get("sentAt") if isinstance(body.get("sentAt"), str) else None
+        shared = {k: body[k] for k in ("context", "integrations") if k in body}
+        shared = {k: v for k, v in shared.items() if isinstance(v, dict)}
+        if len(batch) > MAX_BATCH_MESSAGES:
+            verdicts: list[str | None] = ["batch over 2500 messages"] * len(batch)
+        else:
+            verdicts = [_invalid(m) for m in batch]
         with self._arrived:
             if generation != self._generation:
                 return
-            for message in batch:
-                reason = "batch over 2500 messages" if too_many else _invalid(message)
+            for message, reason in zip(batch, verdicts, strict=True):
                 if reason:
                     self.rejected.append({"reason": reason, "message": message})
                     continue
                 message_id = message.get("messageId")
+                if message_id is None:  # Segment sets one
+                    message_id = message["messageId"] = f"standin-{uuid.uuid4()}"
                 if message_id in self._seen:
                     self.duplicates += 1
+                    self.duplicate_ids.append(message_id)
                     continue
-                if message_id:
-                    self._seen.add(message_id)
-                self.messages.append({**message, "receivedAt": now})
+                self._seen.add(message_id)
+                for key, value in shared.items():  # a batch's context is merged
+                    own = message.get(key)
+                    message[key] = {**value, **own} if isinstance(own, dict) else value
+                if sent_at and "sentAt" not in message:
+                    message["sentAt"] = sent_at
+                message["receivedAt"] = received_at
+                self.messages.append(message)
             self._arrived.notify_all()
+        if self.freeze_gc:
+            gc.freeze()
 
     def _page(self) -> Response:
         with self._lock:
-            recent = list(reversed(self.messages[-200:]))
-            total, dups = len(self.messages), self.duplicates
-        rows = "".join(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
-                html.escape(m.get("type", "")),
-                html.escape(str(m.get("userId", ""))),
-                html.escape(str(m.get("event") or m.get("groupId") or "")),
-                html.escape(
-                    json.dumps(m.get("traits") or m.get("properties") or {}, indent=1)
-                ),
-            )
-            for m in recent
+            recent = self.messages[-200:][::-1]
+            total, dups, rejected = len(self.messages), self.duplicates, self.rejected
+        rows = "".join(_ROW.format(*map(html.escape, _cells(m))) for m in recent)
+        problems = "".join(
+            f"<li>{html.escape(r['reason'])}: "
+            f"<code>{html.escape(json.dumps(r['message'])[:300])}</code>"
+            for r in rejected[-20:]
         )
-        page = (
-            '<!doctype html><meta charset="utf-8"><title>Segment stand-in</title>'
-            '<meta http-equiv="refresh" content="2"><style>'
-            "body{font:14px system-ui,sans-serif;margin:1.5rem}"
-            "table{border-collapse:collapse;width:100%}"
-            "td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;"
-            "vertical-align:top}pre{margin:0;font-size:12px;white-space:pre-wrap}"
-            "</style><h1>Segment stand-in</h1>"
-            f'<p id="summary">{total} calls received, {dups} duplicates dropped.'
-            " Newest first; the page refreshes every 2 s.</p>"
-            '<table id="calls"><tr><th>type</th><th>userId</th>'
-            f"<th>event / groupId</th><th>traits / properties</th></tr>{rows}</table>"
+        page = _PAGE.format(
+            total=total,
+            dups=dups,
+            rejected=len(rejected),
+            problems=f'<ul id="rejected">{problems}</ul>' if problems else "",
+            rows=rows,
         )
         return Response(page, mimetype="text/html")
 
 
-def _invalid(message: t.Any) -> str | None:
-    if not isinstance(message, dict):
-        return "not an object"
-    kind = message.get("type")
-    if not isinstance(kind, str) or kind not in SINGLE:
-        return "missing or unknown type"
-    if len(str(message.get("messageId", ""))) > 100:
-        return "messageId over 100 characters"
-    if kind in ("identify", "track", "group", "page", "screen") and not (
-        message.get("userId") or message.get("anonymousId")
-    ):
-        return "no_user_anon_id"
-    if kind == "track" and not isinstance(message.get("event"), str):
-        return "track without event"
-    if kind == "group" and not message.get("groupId"):
-        return "group without groupId"
-    return None
+def _cells(m: dict[str, t.Any]) -> list[str]:
+    data = m.get("traits") or m.get("properties") or {}
+    who = m.get("userId") or m.get("anonymousId") or ""
+    what = m.get("event") or m.get("groupId") or ""
+    cells = [m["type"], m["receivedAt"], who, what]
+    return [*map(str, cells), json.dumps(data, indent=1, ensure_ascii=False)]
+
+
+_ROW = '<tr class="call-{0}"><td>{1}<td>{0}<td>{2}<td>{3}<td><pre>{4}</pre></tr>'
+_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
+<title>Segment stand-in</title><meta http-equiv="refresh" content="2">
+<style>body{{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}}
+table{{border-collapse:collapse;width:100%}} #rejected{{color:#a00}}
+td,th{{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;
+vertical-align:top}} pre{{margin:0;font-size:12px;white-space:pre-wrap}}</style>
+<h1>Segment stand-in</h1>
+<p id="summary">{total} calls received, {dups} duplicates dropped, {rejected}
+rejected. Newest first; the page refreshes every 2 s. <a href="messages">JSON</a>
+{problems}<table id="calls"><tr><th>received<th>type<th>user<th>event / groupId
+<th>traits / properties</tr>{rows}</table>
+"""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 class RunningServer:
-    """A stand-in served on a background thread."""
+    """A stand-in served on a daemon thread; also a context manager."""
 
     def __init__(self, standin: SegmentStandIn, host: str, port: int) -> None:
-        self.server = make_server(host, port, standin, threaded=True)
+        self.server = make_server(
+            host, port, standin, threaded=True, request_handler=_QuietHandler
+        )
         self.port = int(self.server.server_port)
         self.url = f"http://{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), daemon=True
+        )
         self.thread.start()
 
     def shutdown(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(5)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
 
 def serve(
     standin: SegmentStandIn, host: str = "127.0.0.1", port: int = 0
 ) -> RunningServer:
-    """Serve ``standin`` on a background thread; ``port=0`` picks a free port."""
-    return RunningServer(standin, host, port)
+    """Serve ``standin`` on a daemon thread; ``port=0`` picks a free port."""
+    running = RunningServer(standin, host, port)
+    standin.url = running.url
+    return running
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--write-key", action="append", dest="write_keys")
-    args = parser.parse_args()
-    server = make_server(
-        args.host, args.port, SegmentStandIn(args.write_keys), threaded=True
+def main(argv: t.Sequence[str] | None = None) -> None:
+    """Serve a stand-in in the foreground until interrupted or terminated."""
+    parser = argparse.ArgumentParser(
+        "python -m flask_refiner_segment.standin",
+        description="A local stand-in of Segment's Tracking API.",
     )
-    print(f"Segment stand-in on http://{args.host}:{server.server_port}", flush=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0: any free port")
+    parser.add_argument(
+        "--write-key", action="append", help="accept only these (repeatable)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    args = parser.parse_args(argv)
+    standin = SegmentStandIn(args.write_key, freeze_gc=True)
+    handler = _QuietHandler if args.quiet else WSGIRequestHandler
+    server = make_server(
+        args.host, args.port, standin, threaded=True, request_handler=handler
+    )
+    standin.url = f"http://{args.host}:{server.server_port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"Segment stand-in on {standin.url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":
