@@ -39,6 +39,8 @@ DEFAULTS: dict[str, t.Any] = {
     "RETRY_WINDOW": 24 * 3600.0,
     # Batching and recovery.
     "BATCH_SIZE": 500,
+    # Under steady load, wait this long between batches so that they fill up.
+    "BATCH_LINGER": 0.05,
     "LEASE_SECONDS": 120.0,
     "SWEEP_INTERVAL": 60.0,
     "KICK_TTL": 30.0,
@@ -77,6 +79,7 @@ class Config:
     retry_after_max: float
     retry_window: float
     batch_size: int
+    batch_linger: float
     lease_seconds: float
     sweep_interval: float
     kick_ttl: float

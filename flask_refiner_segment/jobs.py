@@ -105,12 +105,25 @@ class _Drain:
         self.queue = queue
         self.stats = {"sent": 0, "retry": 0, "failed": 0, "requests": 0}
         self.paused = False
+        self.client: SegmentClient | None = None
 
     def run(self) -> dict[str, int]:
         state, ws = self.state, self.workspace_id
-        # Completions recorded from now on kick a new job, and a later retry
-        # gets scheduled anew.
-        self.queue.connection.delete(_queue.kick_key(ws), _queue.retry_key(ws))
+        # A later retry gets scheduled anew. The kick key stays while this job
+        # drains, so completions recorded meanwhile do not queue more jobs.
+        self.queue.connection.delete(_queue.retry_key(ws))
+        try:
+            self._drain()
+        finally:
+            # From now on a completion kicks a new job.
+            self.queue.connection.delete(_queue.kick_key(ws))
+        if not self.paused and self.client is not None:
+            self._follow_up()
+        _queue.schedule_sweep(state, self.queue)
+        return self.stats
+
+    def _drain(self) -> None:
+        state, ws = self.state, self.workspace_id
         settings = workspaces.load(state, ws, fresh=True)
         if not settings.enabled or not settings.write_key or settings.paused:
             logger.info(
@@ -120,7 +133,7 @@ class _Drain:
                 if settings.paused
                 else settings.skip_reason(None),
             )
-            return self.stats
+            return
         self.settings = settings
         self.options = BuildOptions(
             trait_prefix=settings.trait_prefix,
@@ -136,20 +149,21 @@ class _Drain:
         )
         deadline = time.monotonic() + state.config.job_timeout / 2
         started = utcnow()
+        size, linger = state.config.batch_size, state.config.batch_linger
         try:
             while not self.paused and time.monotonic() < deadline:
-                # Only what was due when the job started: a delivery that fails
-                # now waits for its backoff in a later job, never in this loop.
-                rows = delivery.claim(state, ws, state.config.batch_size, started)
+                # Keep draining what arrives meanwhile (one job, not one per
+                # kick, under steady load); once a batch is to be retried, only
+                # what was due at the start: a retry waits in a later job.
+                due_by = started if self.stats["retry"] else utcnow()
+                rows = delivery.claim(state, ws, size, due_by)
                 if not rows:
                     break
                 self._send_rows(rows)
+                if len(rows) < size and linger > 0 and not self.stats["retry"]:
+                    time.sleep(linger)  # let the next batch fill up
         finally:
             self.client.close()
-        if not self.paused:
-            self._follow_up()
-        _queue.schedule_sweep(state, self.queue)
-        return self.stats
 
     def _follow_up(self) -> None:
         when = delivery.next_due(self.state, self.workspace_id)
@@ -191,6 +205,7 @@ class _Drain:
             delivery.release(self.state, [row.id for row in rows])
             return
         messages = [m for group in groups for m in group]
+        assert self.client is not None  # set before anything is claimed
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":

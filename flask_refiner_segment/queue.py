@@ -63,7 +63,9 @@ def kick(state: _State, workspace_id: str) -> bool:
     """Make sure a drain job for ``workspace_id`` is queued.
 
     One ``SET NX`` per completion; the job itself is enqueued only when no kick
-    is outstanding (a running drain deletes the key when it starts). Returns
+    is outstanding. A drain job keeps the key while it drains and deletes it
+    before its last look for due deliveries, so a completion committed before
+    a failed ``SET NX`` is always seen by that look. Returns
     ``False`` when Redis is unreachable: the delivery is already in the
     database and the next sweep or ``requeue`` picks it up.
     """

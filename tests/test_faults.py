@@ -17,9 +17,11 @@ import time
 import typing as t
 
 import pytest
+import redis
 import sqlalchemy as sa
 from flask_refiner_segment.devredis import free_port
 from flask_refiner_segment.standin import serve
+from rq import Worker
 
 from .conftest import ROOT
 from .conftest import RedisServer
@@ -125,8 +127,9 @@ def test_redis_flushed_with_jobs_queued(app, segment, redis_url, redis_conn):
     assert recovered >= 0
 
 
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+def _worker(env: dict[str, str], *, ready: bool = True) -> subprocess.Popen[bytes]:
+    """``flask refiner-segment worker``; with ``ready``, once it has registered."""
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -142,6 +145,15 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if ready:
+        connection = redis.Redis.from_url(env["REFINER_SEGMENT_REDIS_URL"])
+        deadline = time.monotonic() + 60
+        while not any(w.pid == proc.pid for w in Worker.all(connection=connection)):
+            assert proc.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, "the worker did not register"
+            time.sleep(0.05)
+        connection.close()
+    return proc
 
 
 def _env(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import threading
+import time
 import typing as t
 
 import sqlalchemy as sa
@@ -217,3 +219,41 @@ def test_workspaces_are_delivered_separately(app, segment, redis_url):
         ).all()
     assert sorted(rows) == [("default", "r-1"), ("tenant-b", "r-2")]
     assert segment.requests == 2
+
+
+def test_one_job_drains_what_arrives_while_it_runs(app, segment, redis_url):
+    """Completions recorded during a drain queue no second job; that job sends
+    them (after its linger), then the next completion kicks a new job."""
+    import redis
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    segment.set_fault(delay=0.3)  # the first batch takes a while
+    for n in range(5):
+        send_completion(app, n)
+
+    def more() -> None:
+        deadline = time.monotonic() + 10
+        while segment.requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the first batch is in flight
+        for n in range(5, 10):
+            send_completion(app, n)
+
+    late = threading.Thread(target=more)
+    late.start()
+    run_worker(app, redis_url)  # burst: would also run a second queued job
+    late.join()
+    connection = redis.Redis.from_url(redis_url)
+    queue = Queue(app.extensions["refiner_segment"].config.queue, connection=connection)
+    finished = FinishedJobRegistry(queue=queue)
+    assert statuses(app) == {"sent": 10}
+    assert len(segment.messages) == 30
+    assert segment.requests >= 2  # the late five came in a later batch
+    assert len(finished.get_job_ids()) == 1
+
+    segment.clear_faults()
+    send_completion(app, 11)  # the key is gone: this kicks a new job
+    assert len(queue) == 1
+    run_worker(app, redis_url)
+    assert statuses(app) == {"sent": 11}
+    connection.close()

@@ -1,0 +1,46 @@
+"""The host app the benchmarks run, set up as the README says.
+
+Configured from the environment so that the benchmark, its RQ workers
+(``flask --app bench.hostapp refiner-segment worker``) and gunicorn
+(``gunicorn 'bench.hostapp:create_app()'``) share one database and Redis:
+``BENCH_DATABASE_URL``, ``BENCH_REDIS_URL`` and ``BENCH_API_HOST``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from blinker import Namespace
+from flask import Flask
+from flask import request
+from flask_refiner_segment import RefinerSegment
+from flask_sqlalchemy import SQLAlchemy
+
+WRITE_KEY = "bench-write-key-0001"
+INBOUND_KEY = "bench-inbound-key-0001"
+
+signals = Namespace()
+survey_completed = signals.signal("survey_completed")
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="bench",
+        SQLALCHEMY_DATABASE_URI=os.environ["BENCH_DATABASE_URL"],
+        REFINER_SEGMENT_REDIS_URL=os.environ["BENCH_REDIS_URL"],
+        REFINER_SEGMENT_WRITE_KEY=WRITE_KEY,
+        REFINER_SEGMENT_API_HOST=os.environ.get("BENCH_API_HOST", "http://127.0.0.1:9"),
+        REFINER_SEGMENT_INBOUND_API_KEY=INBOUND_KEY,
+    )
+    db = SQLAlchemy(app)
+    RefinerSegment(app, db=db, signal=survey_completed)
+    app.extensions["bench_db"] = db
+
+    @app.post("/bare")
+    def bare() -> tuple[str, int]:
+        """The inbound benchmark's baseline: read the body, answer 200."""
+        request.get_data()
+        return "", 200
+
+    return app

@@ -1,0 +1,61 @@
+"""``python -m bench --smoke`` keeps working; its figures are not judged here.
+
+What is asserted is what must hold at any speed: every part ran, the extension
+lost nothing, the stand-in received every message of the baseline run that
+has room for them, the inbound runs stored events without errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import POSTGRES_URL
+from .conftest import ROOT
+
+pytestmark = pytest.mark.postgres
+
+
+def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
+    if postgres_url is None:
+        pytest.skip("the benchmarks need PostgreSQL")
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "BENCH_POSTGRES_URL": POSTGRES_URL}
+    env.pop("BENCH_REDIS_URL", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads(out.read_text())
+
+    assert {r["name"] for r in data["request_path"]} >= {
+        "no extension",
+        "analytics-python",
+    }
+    assert len(data["request_path"]) == 4
+    for result in data["throughput"] + data["growth"]:
+        assert result["duplicates"] == 0, result
+        assert result["rejected"] == 0, result
+        if result["name"].startswith("flask-refiner-segment"):
+            assert result["lost"] == 0, result
+            assert result["received"] == 3 * result["n"], result
+        if "max_queue_size" in result["name"]:  # room for every message
+            assert result["lost"] == 0, result
+    assert [r["samples"] for r in data["latency"]] == [5, 5]
+    loads = data["inbound"]
+    assert [r["errors"] for r in loads] == [0, 0, 0]
+    assert all(r["requests_per_s"] > 0 for r in loads)
+    assert data["inbound_accepted"] > 0
+    assert data["inbound_events_stored"] == data["inbound_accepted"]
+    assert data["standin_capacity"] > 0
+    assert "| N |" in run.stdout  # the growth table was printed
