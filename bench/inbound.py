@@ -47,13 +47,18 @@ wrk.headers["Authorization"] = "%(auth)s"
 local template = '%(message)s'
 local size = %(size)d
 local counter = 0
+local made = 0
+function setup(thread)
+  made = made + 1
+  thread:set("tid", made)
+end
 function init(args)
-  prefix = tostring(math.random(1, 1000000000)) .. "-" .. tostring(os.time())
+  prefix = "%(run)s-" .. tostring(tid)
 end
 local function message()
   counter = counter + 1
   local id = prefix .. "-" .. counter
-  return string.format(template, counter %% 5000, id)
+  return string.format(template, tid .. "-" .. (counter %% 5000), id)
 end
 function request()
   local body
@@ -149,6 +154,7 @@ def _wrk(
         "auth": AUTH,
         "message": MESSAGE,
         "size": size,
+        "run": uuid.uuid4().hex[:12],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)

@@ -77,7 +77,8 @@ def load(state: _State, workspace_id: str, *, fresh: bool = False) -> WorkspaceS
 
 
 def invalidate(state: _State, workspace_id: str | None = None) -> None:
-    """Forget cached settings after a change."""
+    """Forget cached settings (and inbound key lookups) after a change."""
+    state.cache.pop(_AUTH_CACHE, None)
     if workspace_id is None:
         state.settings_cache.clear()
     else:
@@ -219,27 +220,51 @@ def rotate_inbound_key(state: _State, workspace_id: str) -> str:
     return key
 
 
+_AUTH_CACHE = "inbound_auth"
+
+
 def inbound_auth(state: _State, key: str) -> tuple[str, str | None] | None:
     """The workspace an inbound API key belongs to and its shared secret, in one query.
 
     ``REFINER_SEGMENT_INBOUND_API_KEY`` names the default workspace; stored keys
     are looked up by hash and compared in constant time. Returns ``None`` for an
     unknown key; raises :exc:`SecretUnavailable` when the secret can't be read.
+    A key that was found is remembered (by its hash) for
+    ``SETTINGS_CACHE_SECONDS``, like the settings: a rotated key stops working
+    at once in this process, and within that time in the others.
     """
-    import hmac
-
     from .crypto import hash_api_key
+
+    digest = hash_api_key(key)
+    cache: dict[str, t.Any] = state.cache.setdefault(_AUTH_CACHE, {})
+    now = time.monotonic()
+    hit = cache.get(digest)
+    if hit is not None and hit[0] > now:
+        return t.cast("tuple[str, str | None]", hit[1])
+    found = _inbound_lookup(state, key, digest)
+    if found is not None and state.config.settings_cache_seconds > 0:
+        if len(cache) > 1000:
+            cache.clear()
+        cache[digest] = (now + state.config.settings_cache_seconds, found)
+    return found
+
+
+def _inbound_lookup(
+    state: _State, key: str, digest: str
+) -> tuple[str, str | None] | None:
+    import hmac
 
     table = state.models.Workspace.__table__
     config_key = state.config.inbound_api_key
-    digest = hash_api_key(key)
     if config_key and hmac.compare_digest(key.encode(), str(config_key).encode()):
         workspace_id: str | None = state.config.default_workspace
         condition = table.c.workspace_id == workspace_id
     else:
         workspace_id = None
         condition = table.c.inbound_key_hash == digest
-    with state.db.engine.connect() as conn:
+    # Autocommit: one round trip, no BEGIN and ROLLBACK around the SELECT.
+    engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
         row = conn.execute(
             sa.select(
                 table.c.workspace_id,

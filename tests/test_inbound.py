@@ -368,6 +368,32 @@ def test_stored_key_identifies_its_workspace(inbound_app):
     assert post(inbound_app, identify()).json["stored"] == 1
 
 
+def test_key_lookup_is_cached_and_rotation_applies_at_once(inbound_app):
+    from flask_refiner_segment.workspaces import rotate_inbound_key
+
+    with inbound_app.app_context():
+        state = _get_state()
+        old = rotate_inbound_key(state, "acme")
+        engine = state.db.engine
+    lookups = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("SELECT") and "refiner_segment_workspace" in statement:
+            lookups.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert post(inbound_app, identify(), segment_headers(old)).status_code == 200
+        assert post(inbound_app, track(), segment_headers(old)).status_code == 200
+        assert len(lookups) == 1  # the second request used the remembered key
+        with inbound_app.app_context():
+            new = rotate_inbound_key(_get_state(), "acme")
+        assert post(inbound_app, track(), segment_headers(old)).status_code == 401
+        assert post(inbound_app, track(), segment_headers(new)).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+
 def _set_secret(app: Flask, secret: str) -> None:
     from flask_refiner_segment import workspaces
 
