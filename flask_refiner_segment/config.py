@@ -44,6 +44,8 @@ DEFAULTS: dict[str, t.Any] = {
     "LEASE_SECONDS": 120.0,
     "SWEEP_INTERVAL": 60.0,
     "KICK_TTL": 30.0,
+    # After seeing a drain job's kick key, a process skips Redis this long.
+    "KICK_CACHE_SECONDS": 0.1,
     "SETTINGS_CACHE_SECONDS": 5.0,
     # Defaults of per-workspace settings.
     "TRACK_EVENT": "Survey Completed",
@@ -83,6 +85,7 @@ class Config:
     lease_seconds: float
     sweep_interval: float
     kick_ttl: float
+    kick_cache_seconds: float
     settings_cache_seconds: float
     track_event: str
     trait_prefix: str

@@ -118,6 +118,9 @@ class _Drain:
             # From now on a completion kicks a new job.
             self.queue.connection.delete(_queue.kick_key(ws))
         if not self.paused and self.client is not None:
+            # A process that saw the key may skip its kicks for this long
+            # (queue.kick): what it records meanwhile is seen by the last look.
+            time.sleep(state.config.kick_cache_seconds)
             self._follow_up()
         _queue.schedule_sweep(state, self.queue)
         return self.stats

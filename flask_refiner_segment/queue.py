@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import time
 import typing as t
 
 import redis
@@ -59,28 +60,40 @@ def _job_options(state: _State) -> dict[str, t.Any]:
     }
 
 
-def kick(state: _State, workspace_id: str) -> bool:
+_SEEN = "kick_seen"
+
+
+def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
     """Make sure a drain job for ``workspace_id`` is queued.
 
-    One ``SET NX`` per completion; the job itself is enqueued only when no kick
-    is outstanding. A drain job keeps the key while it drains and deletes it
-    before its last look for due deliveries, so a completion committed before
-    a failed ``SET NX`` is always seen by that look. Returns
-    ``False`` when Redis is unreachable: the delivery is already in the
-    database and the next sweep or ``requeue`` picks it up.
+    One ``SET NX``; the job itself is enqueued only when no kick is
+    outstanding. A drain job keeps the key while it drains; when it stops it
+    deletes the key, waits ``KICK_CACHE_SECONDS`` and then looks once more for
+    due deliveries. So a completion committed before a failed ``SET NX`` is
+    seen by that look, and so is one committed within ``KICK_CACHE_SECONDS``
+    after: with ``reuse`` (the request path) a process that saw the key skips
+    Redis for that long. Returns ``False`` when Redis is unreachable: the
+    delivery is already in the database and the next sweep or ``requeue``
+    picks it up.
     """
     from .jobs import deliver
 
+    seen: dict[str, float] = state.cache.setdefault(_SEEN, {})
+    now = time.monotonic()
+    if reuse and seen.get(workspace_id, 0.0) > now:
+        return True
     try:
-        if not state.redis.set(
+        if state.redis.set(
             kick_key(workspace_id), b"1", nx=True, px=int(state.config.kick_ttl * 1000)
         ):
-            return True
-        try:
-            state.queue.enqueue(deliver, workspace_id, **_job_options(state))
-        except Exception:
-            state.redis.delete(kick_key(workspace_id))
-            raise
+            try:
+                state.queue.enqueue(deliver, workspace_id, **_job_options(state))
+            except Exception:
+                state.redis.delete(kick_key(workspace_id))
+                raise
+        # ``now`` was taken before the key was seen: the window ends no later
+        # than KICK_CACHE_SECONDS after the key existed.
+        seen[workspace_id] = now + state.config.kick_cache_seconds
         return True
     except redis.RedisError as exc:
         logger.warning(

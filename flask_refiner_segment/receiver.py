@@ -137,7 +137,7 @@ def record(state: _State, row: dict[str, t.Any], *, fallback: bool = True) -> bo
         _fallback_to_redis(state, row, exc)
         return False
     if inserted:
-        _queue.kick(state, row["workspace_id"])
+        _queue.kick(state, row["workspace_id"], reuse=True)
     else:
         logger.debug(
             "Response %r was already recorded with this content.", row["response_id"]

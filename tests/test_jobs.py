@@ -106,7 +106,9 @@ def test_connection_refused_then_server_starts(make_app, segment, redis_url):
     assert len(segment.messages) == 3
 
 
-def test_read_timeout_is_retried(app, segment, redis_url):
+def test_read_timeout_is_retried(make_app, segment, redis_url):
+    # A backoff long enough that the retry cannot be due before the burst ends.
+    app = make_app(REFINER_SEGMENT_BACKOFF_BASE=4.0, REFINER_SEGMENT_BACKOFF_MAX=4.0)
     segment.set_fault(delay=1.5, times=1)
     send_completion(app, 1)
     run_worker(app, redis_url)
@@ -256,4 +258,46 @@ def test_one_job_drains_what_arrives_while_it_runs(app, segment, redis_url):
     assert len(queue) == 1
     run_worker(app, redis_url)
     assert statuses(app) == {"sent": 11}
+    connection.close()
+
+
+def test_kicks_seen_are_reused_and_the_last_look_catches_up(
+    make_app, segment, redis_url
+):
+    """A process that saw a drain's kick key skips Redis for KICK_CACHE_SECONDS;
+    a completion it records after the drain deleted the key is still sent."""
+    import redis
+
+    app = make_app(REFINER_SEGMENT_KICK_CACHE_SECONDS=1.5)
+    connection = redis.Redis.from_url(redis_url)
+
+    def sets() -> int:
+        stats = connection.info("commandstats").get("cmdstat_set", {})
+        return int(stats.get("calls", 0))
+
+    send_completion(app, 1)  # SET NX: the key is new, a job is queued
+    before = sets()
+    send_completion(app, 2)
+    send_completion(app, 3)
+    assert sets() == before  # within the window: no Redis round trip
+    key = "refiner_segment:kick:default"
+
+    def late() -> None:
+        deadline = time.monotonic() + 10
+        while connection.exists(key) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # The drain deleted the key and waits before its last look.
+        before_late = sets()
+        send_completion(app, 4)
+        assert sets() == before_late  # still skipped
+        done.append(True)
+
+    done: list[bool] = []
+    thread = threading.Thread(target=late)
+    thread.start()
+    run_worker(app, redis_url)  # the last look kicks a job for #4; burst runs it
+    thread.join()
+    assert done == [True]
+    assert statuses(app) == {"sent": 4}
+    assert len(segment.messages) == 12
     connection.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing as t
 
 import sqlalchemy as sa
@@ -30,6 +31,57 @@ if t.TYPE_CHECKING:
 
 #: Rows per statement for the seen-id insert.
 CHUNK = 500
+
+
+def _insert_for(table: sa.Table, pg: bool) -> t.Any:
+    return postgresql.insert(table) if pg else sqlite.insert(table)
+
+
+# The statements are built once per table and dialect: building them costs more
+# than executing them, and SQLAlchemy's compiled cache then always hits.
+
+
+@functools.lru_cache(maxsize=128)
+def _claim_statement(table: sa.Table, pg: bool) -> t.Any:
+    return (
+        _insert_for(table, pg)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+        .returning(table.c.message_id)
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _seen_statement(table: sa.Table, keys: tuple[str, ...], pg: bool) -> t.Any:
+    least, greatest = (
+        (sa.func.least, sa.func.greatest) if pg else (sa.func.min, sa.func.max)
+    )
+    stmt = _insert_for(table, pg)
+    set_: dict[str, t.Any] = {
+        "first_seen_at": least(table.c.first_seen_at, stmt.excluded.first_seen_at),
+        "last_seen_at": greatest(table.c.last_seen_at, stmt.excluded.last_seen_at),
+    }
+    if "updated_at" in table.c:
+        set_["updated_at"] = stmt.excluded.updated_at
+    return stmt.on_conflict_do_update(index_elements=["workspace_id", *keys], set_=set_)
+
+
+@functools.lru_cache(maxsize=128)
+def _traits_statement(table: sa.Table, owner: str, pg: bool) -> t.Any:
+    stmt = _insert_for(table, pg)
+    columns = (
+        "value",
+        "value_type",
+        "value_text",
+        "value_num",
+        "value_at",
+        "updated_at",
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["workspace_id", owner, "key"],
+        set_={c: stmt.excluded[c] for c in columns},
+        # Equal timestamps: the later delivery wins.
+        where=table.c.value_at <= stmt.excluded.value_at,
+    )
 
 
 @dataclasses.dataclass
@@ -113,7 +165,7 @@ class _Writer:
     # -- helpers -------------------------------------------------------------
 
     def _insert(self, table: sa.Table) -> t.Any:
-        return postgresql.insert(table) if self.pg else sqlite.insert(table)
+        return _insert_for(table, self.pg)
 
     def _least(self, a: t.Any, b: t.Any) -> t.Any:
         return sa.func.least(a, b) if self.pg else sa.func.min(a, b)
@@ -139,14 +191,10 @@ class _Writer:
             for mid in sorted(messages)
         ]
         fresh: set[str] = set()
+        stmt = _claim_statement(table, self.pg)
         for start in range(0, len(rows), CHUNK):
-            stmt = (
-                self._insert(table)
-                .values(rows[start : start + CHUNK])
-                .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-                .returning(table.c.message_id)
-            )
-            fresh.update(self.conn.execute(stmt).scalars())
+            chunk = rows[start : start + CHUNK]
+            fresh.update(self.conn.execute(stmt, chunk).scalars())
         return fresh
 
     # -- applying ------------------------------------------------------------
@@ -205,19 +253,7 @@ class _Writer:
             }
             for key, (first, last) in sorted(spans.items())
         ]
-        stmt = self._insert(table)
-        set_ = {
-            "first_seen_at": self._least(
-                table.c.first_seen_at, stmt.excluded.first_seen_at
-            ),
-            "last_seen_at": self._greatest(
-                table.c.last_seen_at, stmt.excluded.last_seen_at
-            ),
-            **extra,
-        }
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", *keys], set_=set_
-        )
+        stmt = _seen_statement(table, tuple(keys), self.pg)
         self.conn.execute(stmt, rows)
 
     def _upsert_traits(
@@ -243,21 +279,7 @@ class _Writer:
                     "updated_at": self.now,
                 }
             )
-        stmt = self._insert(table)
-        columns = (
-            "value",
-            "value_type",
-            "value_text",
-            "value_num",
-            "value_at",
-            "updated_at",
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", owner, "key"],
-            set_={c: stmt.excluded[c] for c in columns},
-            # Equal timestamps: the later delivery wins.
-            where=table.c.value_at <= stmt.excluded.value_at,
-        )
+        stmt = _traits_statement(table, owner, self.pg)
         self.conn.execute(stmt, rows)
 
     # -- alias and delete ----------------------------------------------------
