@@ -151,7 +151,7 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
         ws = ext.current_workspace()
         if not ActionForm().validate():
             return _refuse(state, ws)
-        if _inbound_key_from_config(state, ws):
+        if workspaces.inbound_key_from_config(state, ws):
             flash(
                 "The inbound API key is set in app config"
                 " (REFINER_SEGMENT_INBOUND_API_KEY): change it there.",
@@ -265,11 +265,6 @@ def _scrub(text: str, secret: str | None) -> str:
 # -- reading --------------------------------------------------------------
 
 
-def _inbound_key_from_config(state: _State, ws: str) -> bool:
-    config = state.config
-    return bool(config.inbound_api_key and ws == config.default_workspace)
-
-
 def _row(state: _State, ws: str) -> t.Any:
     model = state.models.Workspace
     return state.db.session.execute(
@@ -278,7 +273,7 @@ def _row(state: _State, ws: str) -> t.Any:
 
 
 def _inbound_key_exists(state: _State, ws: str) -> bool:
-    if _inbound_key_from_config(state, ws):
+    if workspaces.inbound_key_from_config(state, ws):
         return True
     row = _row(state, ws)
     return bool(row is not None and row.inbound_key_hash)
@@ -406,7 +401,7 @@ def _render(
         inbound_url=request.url_root.rstrip("/")
         + config.url_prefix
         + config.inbound_path,
-        inbound_key_from_config=_inbound_key_from_config(state, ws),
+        inbound_key_from_config=workspaces.inbound_key_from_config(state, ws),
         inbound_key_hint=mask(None, row.inbound_key_hint) if row is not None else "",
         inbound_key_created_at=row.inbound_key_created_at if row is not None else None,
         new_inbound_key=new_inbound_key,

@@ -204,11 +204,26 @@ def clear_rejected(state: _State, workspace_id: str) -> None:
     invalidate(state, workspace_id)
 
 
+def inbound_key_from_config(state: _State, workspace_id: str) -> bool:
+    """Whether ``REFINER_SEGMENT_INBOUND_API_KEY`` is this workspace's key."""
+    config = state.config
+    return bool(config.inbound_api_key and workspace_id == config.default_workspace)
+
+
 def rotate_inbound_key(state: _State, workspace_id: str) -> str:
-    """Generate a new inbound API key, store only its hash, and return it once."""
+    """Generate a new inbound API key, store only its hash, and return it once.
+
+    Raises :exc:`ValueError` when the key is set in app config: a stored key
+    would be shadowed by it.
+    """
     from .crypto import hash_api_key
     from .crypto import new_api_key
 
+    if inbound_key_from_config(state, workspace_id):
+        raise ValueError(
+            "The inbound API key is set in REFINER_SEGMENT_INBOUND_API_KEY;"
+            " change it there."
+        )
     key = new_api_key()
     session = state.db.session
     row = get_or_create(state, session, workspace_id)

@@ -368,6 +368,15 @@ def test_stored_key_identifies_its_workspace(inbound_app):
     assert post(inbound_app, identify()).json["stored"] == 1
 
 
+def test_config_key_is_not_rotated(inbound_app):
+    from flask_refiner_segment.workspaces import rotate_inbound_key
+
+    with inbound_app.app_context():
+        with pytest.raises(ValueError, match="REFINER_SEGMENT_INBOUND_API_KEY"):
+            rotate_inbound_key(_get_state(), "default")
+    assert post(inbound_app, identify()).status_code == 200  # the config key works
+
+
 def test_key_lookup_is_cached_and_rotation_applies_at_once(inbound_app):
     from flask_refiner_segment.workspaces import rotate_inbound_key
 
