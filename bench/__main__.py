@@ -50,6 +50,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         redis_at = stack.enter_context(redis_url())
         postgres = stack.enter_context(postgres_database())
         sqlite = stack.enter_context(sqlite_database())
+        sqlite_wal = stack.enter_context(sqlite_database(wal=True))
         standin = stack.enter_context(standin_process())
         host = standin.url
         report.machine(postgres, redis_at)
@@ -69,6 +70,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 delivery.no_extension(),
                 ext(postgres),
                 ext(sqlite, label="SQLite"),
+            ext(sqlite_wal, label="SQLite in WAL mode"),
                 delivery.analytics_python(host),
             )
         ):

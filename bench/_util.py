@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,9 +52,14 @@ def postgres_database() -> t.Iterator[str]:
 
 
 @contextlib.contextmanager
-def sqlite_database() -> t.Iterator[str]:
+def sqlite_database(*, wal: bool = False) -> t.Iterator[str]:
+    """A SQLite file; ``wal``: in WAL mode (a property of the file, kept)."""
     with tempfile.TemporaryDirectory(prefix="refiner-bench-") as tmp:
-        yield f"sqlite:///{tmp}/bench.db"
+        path = f"{tmp}/bench.db"
+        if wal:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+        yield f"sqlite:///{path}"
 
 
 class StandIn:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import os
 import tempfile
 import time
 import typing as t
@@ -81,12 +80,8 @@ def extension(
         "BENCH_REDIS_URL": redis_url,
         "BENCH_API_HOST": api_host,
     }
-    os.environ.update(env)
-    app = hostapp.create_app()
+    app = hostapp.create_fresh_app(env)
     db = app.extensions["bench_db"]
-    with app.app_context():
-        db.drop_all()
-        db.create_all()
     connection = redis.Redis.from_url(redis_url)
     connection.flushdb()
     log = tempfile.TemporaryFile()

@@ -44,3 +44,14 @@ def create_app() -> Flask:
         return "", 200
 
     return app
+
+
+def create_fresh_app(env: dict[str, str]) -> Flask:
+    """The app for ``env`` (also set in ``os.environ``), on empty tables."""
+    os.environ.update(env)
+    app = create_app()
+    db = app.extensions["bench_db"]
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    return app

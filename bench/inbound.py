@@ -89,13 +89,9 @@ class InboundResult:
 def gunicorn(database_url: str, redis_url: str, workers: int = 2) -> t.Iterator[str]:
     """The bench host app under gunicorn, on fresh tables."""
     env = {"BENCH_DATABASE_URL": database_url, "BENCH_REDIS_URL": redis_url}
-    os.environ.update(env)
-    app = hostapp.create_app()
-    db = app.extensions["bench_db"]
+    app = hostapp.create_fresh_app(env)
     with app.app_context():
-        db.drop_all()
-        db.create_all()
-        db.engine.dispose()
+        app.extensions["bench_db"].engine.dispose()
     port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(

@@ -42,7 +42,7 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
         "no extension",
         "analytics-python",
     }
-    assert len(data["request_path"]) == 4
+    assert len(data["request_path"]) == 5
     for result in data["throughput"] + data["growth"]:
         assert result["duplicates"] == 0, result
         assert result["rejected"] == 0, result

@@ -31,6 +31,15 @@ if t.TYPE_CHECKING:
 
 #: Rows per statement for the seen-id insert.
 CHUNK = 500
+#: What a newer value of a trait replaces.
+TRAIT_VALUE_COLUMNS = (
+    "value",
+    "value_type",
+    "value_text",
+    "value_num",
+    "value_at",
+    "updated_at",
+)
 
 
 def _insert_for(table: sa.Table, pg: bool) -> t.Any:
@@ -68,17 +77,9 @@ def _seen_statement(table: sa.Table, keys: tuple[str, ...], pg: bool) -> t.Any:
 @functools.lru_cache(maxsize=128)
 def _traits_statement(table: sa.Table, owner: str, pg: bool) -> t.Any:
     stmt = _insert_for(table, pg)
-    columns = (
-        "value",
-        "value_type",
-        "value_text",
-        "value_num",
-        "value_at",
-        "updated_at",
-    )
     return stmt.on_conflict_do_update(
         index_elements=["workspace_id", owner, "key"],
-        set_={c: stmt.excluded[c] for c in columns},
+        set_={c: stmt.excluded[c] for c in TRAIT_VALUE_COLUMNS},
         # Equal timestamps: the later delivery wins.
         where=table.c.value_at <= stmt.excluded.value_at,
     )
@@ -293,14 +294,7 @@ class _Writer:
             return
         m, conn, ws = self.m, self.conn, self.ws
         trait = self._table(m.UserTrait)
-        columns = [
-            "value",
-            "value_type",
-            "value_text",
-            "value_num",
-            "value_at",
-            "updated_at",
-        ]
+        columns = list(TRAIT_VALUE_COLUMNS)
         source = sa.select(
             trait.c.workspace_id,
             sa.literal(user_id, sa.String()).label("user_id"),
