@@ -64,7 +64,9 @@ def test_same_response_once_edit_delivered_again(app, segment, redis_url):
     assert segment.duplicates == 0
 
 
-def test_503_then_recovery_loses_nothing(app, segment, redis_url):
+def test_503_then_recovery_loses_nothing(make_app, segment, redis_url):
+    # A backoff long enough that the retry cannot be due before the burst ends.
+    app = make_app(REFINER_SEGMENT_BACKOFF_BASE=4.0, REFINER_SEGMENT_BACKOFF_MAX=4.0)
     segment.set_fault(status=503)
     for n in range(5):
         send_completion(app, n)
