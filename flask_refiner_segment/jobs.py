@@ -112,15 +112,17 @@ class _Drain:
         # A later retry gets scheduled anew. The kick key stays while this job
         # drains, so completions recorded meanwhile do not queue more jobs.
         self.queue.connection.delete(_queue.retry_key(ws))
+        seen = True
         try:
             self._drain()
         finally:
             # From now on a completion kicks a new job.
-            self.queue.connection.delete(_queue.kick_key(ws))
+            seen = _queue.release_kick(self.queue.connection, ws)
         if not self.paused and self.client is not None:
-            # A process that saw the key may skip its kicks for this long
-            # (queue.kick): what it records meanwhile is seen by the last look.
-            time.sleep(state.config.kick_cache_seconds)
+            if seen:
+                # A process that found the key taken may skip its kicks for this
+                # long (queue.kick): what it records meanwhile is seen below.
+                time.sleep(state.config.kick_cache_seconds)
             self._follow_up()
         _queue.schedule_sweep(state, self.queue)
         return self.stats

@@ -66,15 +66,15 @@ _SEEN = "kick_seen"
 def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
     """Make sure a drain job for ``workspace_id`` is queued.
 
-    One ``SET NX``; the job itself is enqueued only when no kick is
-    outstanding. A drain job keeps the key while it drains; when it stops it
-    deletes the key, waits ``KICK_CACHE_SECONDS`` and then looks once more for
-    due deliveries. So a completion committed before a failed ``SET NX`` is
-    seen by that look, and so is one committed within ``KICK_CACHE_SECONDS``
-    after: with ``reuse`` (the request path) a process that saw the key skips
-    Redis for that long. Returns ``False`` when Redis is unreachable: the
-    delivery is already in the database and the next sweep or ``requeue``
-    picks it up.
+    One round trip: ``SET NX`` of the workspace's kick key and ``INCR`` of it,
+    atomically. The job is enqueued only by the caller that created the key.
+    A drain job keeps the key while it drains; when it stops it deletes the key
+    and looks once more for due deliveries, so a completion committed before a
+    failed ``SET NX`` is seen by that look. With ``reuse`` (the request path)
+    a process that found the key taken skips Redis for ``KICK_CACHE_SECONDS``;
+    the ``INCR`` tells the job, which then waits that long before its last
+    look. Returns ``False`` when Redis is unreachable: the delivery is already
+    in the database and the next sweep or ``requeue`` picks it up.
     """
     from .jobs import deliver
 
@@ -82,18 +82,22 @@ def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
     now = time.monotonic()
     if reuse and seen.get(workspace_id, 0.0) > now:
         return True
+    key = kick_key(workspace_id)
     try:
-        if state.redis.set(
-            kick_key(workspace_id), b"1", nx=True, px=int(state.config.kick_ttl * 1000)
-        ):
+        pipe = state.redis.pipeline(transaction=True)
+        pipe.set(key, b"0", nx=True, px=int(state.config.kick_ttl * 1000))
+        pipe.incr(key)
+        created = pipe.execute()[0]
+        if created:
             try:
                 state.queue.enqueue(deliver, workspace_id, **_job_options(state))
             except Exception:
-                state.redis.delete(kick_key(workspace_id))
+                state.redis.delete(key)
                 raise
-        # ``now`` was taken before the key was seen: the window ends no later
-        # than KICK_CACHE_SECONDS after the key existed.
-        seen[workspace_id] = now + state.config.kick_cache_seconds
+        else:
+            # ``now`` was taken before the key was seen: the window ends no
+            # later than KICK_CACHE_SECONDS after the key existed.
+            seen[workspace_id] = now + state.config.kick_cache_seconds
         return True
     except redis.RedisError as exc:
         logger.warning(
@@ -103,6 +107,20 @@ def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
             workspace_id,
         )
         return False
+
+
+def release_kick(connection: redis.Redis, workspace_id: str) -> bool:
+    """Delete the kick key (a drain job stops); ``True`` when a process other
+    than its creator found it taken (or it was gone), so may skip kicks for
+    ``KICK_CACHE_SECONDS`` from now."""
+    pipe = connection.pipeline(transaction=True)
+    pipe.get(kick_key(workspace_id))
+    pipe.delete(kick_key(workspace_id))
+    value = pipe.execute()[0]
+    try:
+        return value is None or int(value) > 1
+    except ValueError:
+        return True
 
 
 def schedule_retry(

@@ -278,8 +278,8 @@ def test_kicks_seen_are_reused_and_the_last_look_catches_up(
         return int(stats.get("calls", 0))
 
     send_completion(app, 1)  # SET NX: the key is new, a job is queued
+    send_completion(app, 2)  # finds the key taken: remembered, and counted
     before = sets()
-    send_completion(app, 2)
     send_completion(app, 3)
     assert sets() == before  # within the window: no Redis round trip
     key = "refiner_segment:kick:default"
@@ -302,4 +302,24 @@ def test_kicks_seen_are_reused_and_the_last_look_catches_up(
     assert done == [True]
     assert statuses(app) == {"sent": 4}
     assert len(segment.messages) == 12
+    connection.close()
+
+
+def test_a_job_waits_only_when_another_process_found_its_key(app, redis_url):
+    """The kick key counts who found it taken: only then must the job wait
+    KICK_CACHE_SECONDS before its last look."""
+    import redis
+    from flask_refiner_segment import queue as _queue
+
+    state = app.extensions["refiner_segment"]
+    connection = redis.Redis.from_url(redis_url)
+    with app.app_context():
+        assert _queue.kick(state, "ws-a")  # creates the key, queues a job
+        assert _queue.release_kick(connection, "ws-a") is False
+        assert _queue.kick(state, "ws-b")
+        assert _queue.kick(state, "ws-b", reuse=True)  # found it taken
+        assert connection.pttl(_queue.kick_key("ws-b")) > 0  # INCR kept the TTL
+        assert _queue.release_kick(connection, "ws-b") is True
+        assert _queue.release_kick(connection, "ws-c") is True  # gone: unknown
+    assert not connection.exists(_queue.kick_key("ws-a"), _queue.kick_key("ws-b"))
     connection.close()
