@@ -70,7 +70,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 delivery.no_extension(),
                 ext(postgres),
                 ext(sqlite, label="SQLite"),
-            ext(sqlite_wal, label="SQLite in WAL mode"),
+                ext(sqlite_wal, label="SQLite in WAL mode"),
                 delivery.analytics_python(host),
             )
         ):

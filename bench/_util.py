@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
-from flask_refiner_segment.devredis import EmbeddedRedis
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.testing.embedded_redis import EmbeddedRedis
+from flask_refiner_segment.testing.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_SERVER = os.environ.get(
@@ -101,13 +101,13 @@ class StandIn:
 
 @contextlib.contextmanager
 def standin_process() -> t.Iterator[StandIn]:
-    """``python -m flask_refiner_segment.standin`` on a free port."""
+    """``python -m flask_refiner_segment.testing.standin`` on a free port."""
     port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "flask_refiner_segment.standin",
+            "flask_refiner_segment.testing.standin",
             "--quiet",
             "--port",
             str(port),

@@ -24,9 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flask import Flask  # noqa: E402
 from flask_refiner_segment import RefinerSegment  # noqa: E402
-from flask_refiner_segment.extension import EXTENSION_KEY  # noqa: E402
-from flask_refiner_segment.segments import api  # noqa: E402
-from flask_refiner_segment.segments.models import make_segment_models  # noqa: E402
+from flask_refiner_segment.segments import service as api  # noqa: E402
+from flask_refiner_segment.state import EXTENSION_KEY  # noqa: E402
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
 
 WS = "default"
@@ -103,7 +102,6 @@ def make_app(url: str) -> Flask:
     db = SQLAlchemy()
     db.init_app(app)
     ext = RefinerSegment(db=db)
-    ext.segment_models = make_segment_models(db)  # type: ignore[attr-defined]
     ext.init_app(app)
     app.extensions["bench_db"] = db
     return app
@@ -142,7 +140,7 @@ def _chunks(conn: sa.Connection, table: sa.Table, rows: object) -> None:
 
 def load(app: Flask, n_profiles: int, n_events: int) -> float:
     db = app.extensions["bench_db"]
-    m = app.extensions[EXTENSION_KEY].ext.inbound
+    m = app.extensions[EXTENSION_KEY].tables.inbound
     rnd = random.Random(42)
     now = dt.datetime.utcnow()
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 
-from flask_refiner_segment.devredis import EmbeddedRedis
+from flask_refiner_segment.testing.embedded_redis import EmbeddedRedis
 
 
 def main() -> None:

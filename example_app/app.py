@@ -19,7 +19,7 @@ from flask import request
 from flask import session
 from flask import url_for
 from flask_refiner_segment import RefinerSegment
-from flask_refiner_segment.standin import SegmentStandIn
+from flask_refiner_segment.testing.standin import SegmentStandIn
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import orm
@@ -217,7 +217,7 @@ def _register_views(app: Flask) -> None:
         user = _current_user()
         if user is None:
             return redirect(url_for("index"))
-        data = refiner_segment.profile(user["id"])
+        data = refiner_segment.get_profile(user["id"])
         events = refiner_segment.recent_events(user["id"], limit=10)
         return render_template("profile.html", profile=data, events=events)
 

@@ -9,10 +9,11 @@ import click
 import redis
 from flask.cli import AppGroup
 
-from . import delivery
-from . import queue as _queue
-from .extension import _get_state
 from .inbound.cli import register as _register_inbound
+from .outbound import kick
+from .outbound import log
+from .outbound import sender
+from .state import get_state
 
 cli = AppGroup("refiner-segment", help="Deliver survey responses to Segment.")
 _register_inbound(cli)
@@ -38,7 +39,7 @@ def worker(burst: bool, simple: bool) -> None:
     from rq import SimpleWorker
     from rq import Worker
 
-    state = _get_state()
+    state = get_state()
     pool = state.redis.connection_pool
     # A connection of its own: RQ raises its socket timeout for blocking pops.
     connection = redis.Redis(
@@ -46,13 +47,13 @@ def worker(burst: bool, simple: bool) -> None:
             connection_class=pool.connection_class, **dict(pool.connection_kwargs)
         )
     )
-    queue = _queue.make_queue(state, connection)
+    queue = kick.make_queue(state.config, connection)
     try:
-        recovered = delivery.requeue(state)
-        _queue.schedule_sweep(state, queue)
+        recovered = kick.requeue(state)
+        kick.schedule_sweep(state, queue)
     except redis.RedisError as exc:
         raise click.ClickException(
-            f"Redis is unavailable at {_safe_url(state.redis_url)}: {exc}"
+            f"Redis is unavailable at {_safe_url(state.config.redis_url)}: {exc}"
         ) from None
     if recovered["released"]:
         click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
@@ -71,9 +72,9 @@ def worker(burst: bool, simple: bool) -> None:
 )
 def requeue(force: bool) -> None:
     """Re-enqueue deliveries whose job was lost (Redis flushed, worker killed)."""
-    state = _get_state()
+    state = get_state()
     try:
-        result = delivery.requeue(state, force=force)
+        result = kick.requeue(state, force=force)
     except redis.RedisError as exc:
         raise click.ClickException(f"Redis is unavailable: {exc}") from None
     click.echo(
@@ -86,7 +87,7 @@ def requeue(force: bool) -> None:
 @_workspace_option
 def retry_failed(workspace_id: str | None) -> None:
     """Give failed deliveries a new retry window and queue them."""
-    n = delivery.retry_failed(_get_state(), workspace_id)
+    n = kick.retry_failed(get_state(), workspace_id)
     click.echo(f"Queued {n} failed deliveries again.")
 
 
@@ -95,7 +96,7 @@ def retry_failed(workspace_id: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(workspace_id: str | None, as_json: bool) -> None:
     """Count deliveries per status."""
-    counts = delivery.counts(_get_state(), workspace_id)
+    counts = log.counts(get_state(), workspace_id)
     if as_json:
         click.echo(json.dumps(counts))
         return
@@ -108,7 +109,7 @@ def status(workspace_id: str | None, as_json: bool) -> None:
 def send_test(workspace_id: str | None) -> None:
     """Send a test event to Segment now and print its answer."""
     try:
-        result = delivery.send_test(_get_state(), workspace_id)
+        result = sender.send_test(get_state(), workspace_id)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     code = result.status_code if result.status_code is not None else "no answer"

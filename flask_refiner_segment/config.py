@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 import os
 import typing as t
 
@@ -126,3 +128,12 @@ def read_config(app: Flask) -> Config:
             f" got {config.url_prefix!r}."
         )
     return config
+
+
+@functools.cache
+def library_version() -> str:
+    """The installed version of this package (``0.0.0`` when not installed)."""
+    try:
+        return importlib.metadata.version("flask-refiner-segment")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"

@@ -1,59 +1,57 @@
-"""The extension object."""
+"""The extension object: ``init_app``, the host's hooks, and the public API.
+
+The top of the package: only ``__init__`` imports this module. Its methods are
+thin; each calls the module that does the work.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
 import typing as t
 
 import blinker
 import redis
+import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 
-from . import queue as _queue
-from .config import Config
+from . import tables
+from .cli import cli
+from .config import library_version
 from .config import read_config
-from .crypto import SecretBox
 from .crypto import make_box
-from .models import Models
-from .models import make_models
-from .segments.models import make_segment_models
+from .deprecation import alias
+from .inbound import auth
+from .inbound import queries
+from .inbound.views import make_inbound_blueprint
+from .outbound import kick
+from .outbound import log
+from .outbound import receiver
+from .outbound import sender
+from .outbound import settings as outbound_settings
+from .segments import service as segments
+from .segments.views import make_segments_blueprint
+from .state import EXTENSION_KEY
+from .state import Hooks
+from .state import State
+from .state import get_state
+from .web.pages import protect
+from .web.settings import make_blueprint
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
-    from rq import Queue
 
-    from .workspaces import WorkspaceSettings
+    from .inbound.queries import Account
+    from .inbound.queries import Event
+    from .inbound.queries import Profile
+    from .inbound.queries import View
+    from .outbound.client import SendResult
+    from .outbound.settings import WorkspaceSettings
+    from .segments.service import Rules
+    from .segments.service import SavedSegment
+    from .segments.service import SegmentRef
 
 GuardT = t.TypeVar("GuardT", bound=t.Callable[[], bool])
 LoaderT = t.TypeVar("LoaderT", bound=t.Callable[[], str])
-
-EXTENSION_KEY = "refiner_segment"
-
-
-@dataclasses.dataclass
-class _State:
-    """Per-app state, kept in ``app.extensions["refiner_segment"]``.
-
-    :meta private:
-    """
-
-    ext: RefinerSegment
-    config: Config
-    db: SQLAlchemy
-    models: Models
-    box: SecretBox
-    redis: redis.Redis
-    queue: Queue
-    redis_url: str
-    version: str
-    settings_cache: dict[str, tuple[float, WorkspaceSettings]] = dataclasses.field(
-        default_factory=dict
-    )
-    converted_types: set[str] = dataclasses.field(default_factory=set)
-    #: Objects built once per app on first use (e.g. prepared statements).
-    cache: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
 
 class RefinerSegment:
@@ -75,14 +73,11 @@ class RefinerSegment:
         signal: blinker.Signal | None = None,
     ) -> None:
         self.db = db
-        self.models = make_models(db)
-        self.inbound = _make_inbound_models(db)
-        self.segment_models = make_segment_models(db)
+        self.tables = tables.define(db)
         self.signal = (
             signal if signal is not None else blinker.signal("survey_completed")
         )
-        self._guard: t.Callable[[], bool] | None = None
-        self._workspace_loader: t.Callable[[], str] | None = None
+        self._hooks = Hooks()
         # A bound method of this long-lived object: blinker's weak ref stays alive.
         self.signal.connect(self._on_survey_completed)
         if app is not None:
@@ -91,12 +86,12 @@ class RefinerSegment:
     @property
     def Workspace(self) -> t.Any:  # noqa: N802
         """The model of stored workspace settings."""
-        return self.models.Workspace
+        return self.tables.outbound.Workspace
 
     @property
     def Delivery(self) -> t.Any:  # noqa: N802
         """The model of deliveries (one per completed response)."""
-        return self.models.Delivery
+        return self.tables.outbound.Delivery
 
     def init_app(
         self, app: Flask, *, redis_connection: redis.Redis | None = None
@@ -112,54 +107,31 @@ class RefinerSegment:
                 " Flask app. Import and use that instance instead."
             )
         config = read_config(app)
-        connection = redis_connection or _queue.connect(
+        connection = redis_connection or kick.connect(
             config.redis_url, config.redis_socket_timeout
         )
-        state = _State(
-            ext=self,
+        app.extensions[EXTENSION_KEY] = State(
+            owner=self,
+            hooks=self._hooks,
             config=config,
             db=self.db,
-            models=self.models,
+            tables=self.tables,
             box=make_box(config.encryption_key, config.secret_key),
             redis=connection,
-            queue=None,  # type: ignore[arg-type]
-            redis_url=config.redis_url,
-            version=_library_version(),
+            queue=kick.make_queue(config, connection),
+            version=library_version(),
         )
-        state.queue = _queue.make_queue(state)
-        app.extensions[EXTENSION_KEY] = state
-
-        from .cli import cli
-
         app.cli.add_command(cli)
-        self._register_blueprints(app, state)
-
-    def _register_blueprints(self, app: Flask, state: _State) -> None:
-        """Register the web parts that are installed (settings page, inbound route)."""
-        try:
-            from .views import make_blueprint
-        except ImportError:
-            pass
-        else:
-            app.register_blueprint(
-                make_blueprint(self), url_prefix=state.config.url_prefix
-            )
-        try:
-            from .inbound.views import make_inbound_blueprint
-        except ImportError:
-            pass
-        else:
-            bp = make_inbound_blueprint(self)
-            app.register_blueprint(bp, url_prefix=state.config.url_prefix)
-            csrf = app.extensions.get("csrf")
-            if csrf is not None:
-                csrf.exempt(bp)
-        from .segments.views import make_segments_blueprint
-
+        prefix = config.url_prefix
+        app.register_blueprint(protect(make_blueprint()), url_prefix=prefix)
         app.register_blueprint(
-            make_segments_blueprint(self),
-            url_prefix=state.config.url_prefix + "/segments",
+            protect(make_segments_blueprint()), url_prefix=prefix + "/segments"
         )
+        inbound = make_inbound_blueprint()
+        app.register_blueprint(inbound, url_prefix=prefix)
+        csrf = app.extensions.get("csrf")
+        if csrf is not None:
+            csrf.exempt(inbound)
 
     # -- host hooks ---------------------------------------------------------
 
@@ -169,158 +141,172 @@ class RefinerSegment:
         It takes no arguments and returns ``True`` to allow the request. Without
         a registered guard every request to the pages is denied with 403.
         """
-        self._guard = func
+        self._hooks.guard = func
         return func
 
     def workspace_loader(self, func: LoaderT) -> LoaderT:
         """Register the callable naming the workspace the settings pages edit."""
-        self._workspace_loader = func
+        self._hooks.workspace_loader = func
         return func
 
     def current_workspace(self) -> str:
         """The workspace of the current request (the host's loader, or the default)."""
-        if self._workspace_loader is not None:
-            return str(self._workspace_loader())
-        return _get_state().config.default_workspace
+        return get_state().current_workspace()
 
     def is_allowed(self) -> bool:
         """Ask the host's guard; deny when none is registered."""
-        return bool(self._guard is not None and self._guard())
+        return get_state().is_allowed()
 
-    # -- public API ---------------------------------------------------------
+    # -- outbound -----------------------------------------------------------
 
     def settings(self, workspace_id: str | None = None) -> WorkspaceSettings:
         """The effective settings of a workspace (fresh from the database)."""
-        from . import workspaces
-
-        state = _get_state()
-        return workspaces.load(
-            state, workspace_id or state.config.default_workspace, fresh=True
-        )
+        state = get_state()
+        return outbound_settings.load(state, state.workspace(workspace_id), fresh=True)
 
     def status_counts(self, workspace_id: str | None = None) -> dict[str, int]:
-        """Number of deliveries per status."""
-        from . import delivery
-
-        return delivery.counts(_get_state(), workspace_id)
+        """Number of deliveries per status (every status, zeros included)."""
+        return log.counts(get_state(), workspace_id)
 
     def requeue(self, *, force: bool = False) -> dict[str, int]:
-        """Re-enqueue deliveries whose job was lost; see :func:`delivery.requeue`."""
-        from . import delivery
-
-        return delivery.requeue(_get_state(), force=force)
+        """Re-enqueue deliveries whose job was lost: ``{"released", "workspaces"}``."""
+        return kick.requeue(get_state(), force=force)
 
     def retry_failed(self, workspace_id: str | None = None) -> int:
         """Put failed deliveries back in the queue; returns how many."""
-        from . import delivery
+        return kick.retry_failed(get_state(), workspace_id)
 
-        return delivery.retry_failed(_get_state(), workspace_id)
+    def send_test(self, workspace_id: str | None = None) -> SendResult:
+        """Send a test ``track`` synchronously and return Segment's answer.
 
-    def send_test(self, workspace_id: str | None = None) -> t.Any:
-        """Send a test ``track`` synchronously and return Segment's answer."""
-        from . import delivery
+        :raise LookupError: the workspace has no write key.
+        """
+        return sender.send_test(get_state(), workspace_id)
 
-        return delivery.send_test(_get_state(), workspace_id)
+    # -- inbound ------------------------------------------------------------
 
-    def profile(
-        self, user_id: str, workspace_id: str | None = None
-    ) -> dict[str, t.Any] | None:
+    def rotate_inbound_key(self, workspace_id: str | None = None) -> str:
+        """Generate a new inbound API key and return it (it is shown only once).
+
+        :raise ValueError: the key is set in ``REFINER_SEGMENT_INBOUND_API_KEY``.
+        """
+        state = get_state()
+        return auth.rotate_key(state, state.workspace(workspace_id))
+
+    def get_profile(
+        self, user_id: str, workspace_id: str | None = None, *, events_limit: int = 20
+    ) -> Profile | None:
         """What Segment sent about a user: traits, accounts, recent events."""
-        from .inbound import api
+        return queries.get_profile(user_id, workspace_id, events_limit=events_limit)
 
-        return api.get_profile(user_id, workspace_id)
+    def get_account(
+        self, group_id: str, workspace_id: str | None = None
+    ) -> Account | None:
+        """An account (Segment group): its traits and user ids."""
+        return queries.get_account(group_id, workspace_id)
 
     def recent_events(
         self, user_id: str, limit: int = 50, workspace_id: str | None = None
-    ) -> list[dict[str, t.Any]]:
+    ) -> list[Event]:
         """A user's latest tracked events from Segment, newest first."""
-        from .inbound import api
+        return queries.recent_events(user_id, limit, workspace_id)
 
-        return api.recent_events(user_id, limit, workspace_id)
+    def recent_views(
+        self, user_id: str, limit: int = 50, workspace_id: str | None = None
+    ) -> list[View]:
+        """A user's latest page/screen views from Segment, newest first."""
+        return queries.recent_views(user_id, limit, workspace_id)
+
+    def prune_events(self, older_than_days: int | None = None) -> dict[str, int]:
+        """Delete inbound events and views older than the retention."""
+        return queries.prune(older_than_days)
+
+    # -- segments -----------------------------------------------------------
 
     def is_member(
-        self, user_id: str, segment: t.Any, workspace_id: str | None = None
+        self, user_id: str, segment: SegmentRef, workspace_id: str | None = None
     ) -> bool:
         """Whether a user is in a segment (a saved segment, its id or a rules dict)."""
-        from .segments import api
+        return segments.is_member(user_id, segment, workspace_id)
 
-        return api.is_member(user_id, segment, workspace_id)
-
-    def segment_count(self, segment: t.Any, workspace_id: str | None = None) -> int:
+    def segment_count(
+        self, segment: SegmentRef, workspace_id: str | None = None
+    ) -> int:
         """Number of users in a segment, counted in SQL."""
-        from .segments import api
-
-        return api.count(segment, workspace_id)
+        return segments.count(segment, workspace_id)
 
     def segment_members(
         self,
-        segment: t.Any,
+        segment: SegmentRef,
         page: int = 1,
         per_page: int = 50,
         workspace_id: str | None = None,
     ) -> list[str]:
-        """One page of a segment's user ids."""
-        from .segments import api
+        """One page of a segment's user ids, ordered by user id."""
+        return segments.members(segment, page, per_page, workspace_id)
 
-        return api.members(segment, page, per_page, workspace_id)
+    def segment_query(
+        self, rules: Rules, workspace_id: str | None = None
+    ) -> sa.Select[t.Any]:
+        """The ``SELECT`` of member user ids, to join with the host's tables."""
+        return segments.members_query(workspace_id, rules)
 
     def create_segment(
-        self, name: str, rules: dict[str, t.Any], workspace_id: str | None = None
-    ) -> t.Any:
+        self, name: str, rules: Rules, workspace_id: str | None = None
+    ) -> SavedSegment:
         """Validate and save a named segment (raises ``SegmentRuleError``)."""
-        from .segments import api
+        return segments.create_segment(name, rules, workspace_id)
 
-        return api.create_segment(name, rules, workspace_id)
+    def get_segment(
+        self, segment_id: int, workspace_id: str | None = None
+    ) -> SavedSegment | None:
+        """A saved segment by id, or ``None``."""
+        return segments.get_segment(segment_id, workspace_id)
 
     def get_segment_by_name(
         self, name: str, workspace_id: str | None = None
-    ) -> t.Any | None:
+    ) -> SavedSegment | None:
         """A saved segment by its name, or ``None``."""
-        from .segments import api
+        return segments.get_segment_by_name(name, workspace_id)
 
-        return next(
-            (s for s in api.list_segments(workspace_id) if s.name == name), None
+    def list_segments(self, workspace_id: str | None = None) -> list[SavedSegment]:
+        """The workspace's saved segments, by name."""
+        return segments.list_segments(workspace_id)
+
+    def update_segment(
+        self,
+        segment_id: int,
+        *,
+        name: str | None = None,
+        rules: Rules | None = None,
+        workspace_id: str | None = None,
+    ) -> SavedSegment:
+        """Change a segment's name and/or rules."""
+        return segments.update_segment(
+            segment_id, name=name, rules=rules, workspace_id=workspace_id
         )
+
+    def delete_segment(self, segment_id: int, workspace_id: str | None = None) -> bool:
+        """Delete a saved segment; ``False`` when there was none."""
+        return segments.delete_segment(segment_id, workspace_id)
+
+    # -- deprecated ---------------------------------------------------------
+
+    @property
+    def profile(self) -> t.Callable[..., Profile | None]:
+        """Deprecated: :meth:`get_profile`."""
+        return alias(self.get_profile, "RefinerSegment.profile", "get_profile")
 
     # -- the receiver -------------------------------------------------------
 
     def _on_survey_completed(self, sender: t.Any, **kwargs: t.Any) -> None:
-        from .receiver import receive
-
-        receive(self, kwargs)
-
-
-def _get_state() -> _State:
-    """The state of the current app.
-
-    :meta private:
-    """
-    try:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-    except RuntimeError:
-        raise RuntimeError(
-            "Working outside of application context: flask-refiner-segment needs"
-            " an app context (run jobs with `flask refiner-segment worker`)."
-        ) from None
-    state = app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise RuntimeError(
-            "The current Flask app is not registered with this 'RefinerSegment'"
-            " instance. Did you forget to call 'init_app'?"
-        )
-    return t.cast(_State, state)
-
-
-def _library_version() -> str:
-    try:
-        return importlib.metadata.version("flask-refiner-segment")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
-
-
-def _make_inbound_models(db: SQLAlchemy) -> t.Any:
-    try:
-        from .inbound.models import make_inbound_models
-    except ImportError:
-        return None
-    return make_inbound_models(db)
+        try:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            receiver.logger.error(
+                "survey_completed was sent outside an app context; ignored."
+            )
+            return
+        state = app.extensions.get(EXTENSION_KEY)
+        if state is not None and state.owner is self:
+            receiver.receive(state, kwargs)

@@ -14,9 +14,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
-from flask_refiner_segment.devredis import EmbeddedRedis
-from flask_refiner_segment.standin import SegmentStandIn
-from flask_refiner_segment.standin import serve
+from flask_refiner_segment.testing.embedded_redis import EmbeddedRedis
+from flask_refiner_segment.testing.standin import SegmentStandIn
+from flask_refiner_segment.testing.standin import serve
 
 from . import hostapp
 

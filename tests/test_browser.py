@@ -26,7 +26,7 @@ def served(
     """The host app on a real port; ``allow["admin"]`` is what its guard says."""
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
     allow = {"admin": True}
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: allow["admin"])
+    app.extensions["refiner_segment"].owner.settings_guard(lambda: allow["admin"])
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -14,14 +14,14 @@ import urllib.parse
 
 import pytest
 import requests
-from flask_refiner_segment.client import EU_HOST
-from flask_refiner_segment.client import US_HOST
-from flask_refiner_segment.client import SegmentClient
-from flask_refiner_segment.client import SendResult
-from flask_refiner_segment.client import classify_status
-from flask_refiner_segment.client import parse_retry_after
-from flask_refiner_segment.client import resolve_api_host
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.core.urls import EU_HOST
+from flask_refiner_segment.core.urls import US_HOST
+from flask_refiner_segment.core.urls import resolve_api_host
+from flask_refiner_segment.outbound.client import SegmentClient
+from flask_refiner_segment.outbound.client import SendResult
+from flask_refiner_segment.outbound.client import classify_status
+from flask_refiner_segment.outbound.client import parse_retry_after
+from flask_refiner_segment.testing.embedded_redis import free_port
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response

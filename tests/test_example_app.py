@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.testing.embedded_redis import free_port
 
 from .conftest import ROOT
 from .conftest import launch_chromium

@@ -6,7 +6,7 @@ import blinker
 import pytest
 from flask import Flask
 from flask_refiner_segment import RefinerSegment
-from flask_refiner_segment.extension import _get_state
+from flask_refiner_segment.state import get_state as _get_state
 from flask_sqlalchemy import SQLAlchemy
 
 from .conftest import completion

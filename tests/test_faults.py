@@ -19,8 +19,8 @@ import typing as t
 import pytest
 import redis
 import sqlalchemy as sa
-from flask_refiner_segment.devredis import free_port
-from flask_refiner_segment.standin import serve
+from flask_refiner_segment.testing.embedded_redis import free_port
+from flask_refiner_segment.testing.standin import serve
 from rq import Worker
 
 from .conftest import ROOT
@@ -108,7 +108,7 @@ def test_redis_down_while_completions_arrive(make_app, segment, tmp_path):
     try:
         started = time.monotonic()
         with app.app_context():
-            app.extensions["refiner_segment"].ext.requeue()
+            app.extensions["refiner_segment"].owner.requeue()
         recovered = _recover(app, redis_server.url, N) + (time.monotonic() - started)
     finally:
         redis_server.stop()
@@ -121,7 +121,7 @@ def test_redis_flushed_with_jobs_queued(app, segment, redis_url, redis_conn):
     redis_conn.flushdb()
     started = time.monotonic()
     with app.app_context():
-        app.extensions["refiner_segment"].ext.requeue()
+        app.extensions["refiner_segment"].owner.requeue()
     recovered = _recover(app, redis_url, N)
     report("Redis flushed with jobs queued", N, segment, time.monotonic() - started)
     assert recovered >= 0
@@ -272,14 +272,14 @@ def test_worker_killed_mid_batch(app, app_config, segment):
 def test_bad_message_does_not_hold_others(app, segment, redis_url):
     import json as _json
 
-    from flask_refiner_segment.payload import BuildOptions
-    from flask_refiner_segment.payload import build_messages
+    from flask_refiner_segment.core.messages import BuildOptions
+    from flask_refiner_segment.core.messages import build_messages
 
     for n in range(N):
         send_completion(app, n)
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        table = state.models.Delivery.__table__
+        table = state.tables.outbound.Delivery.__table__
         payload = state.db.session.execute(
             sa.select(table.c.payload).where(table.c.response_id == "r-17")
         ).scalar_one()

@@ -7,11 +7,11 @@ import typing as t
 
 import pytest
 from flask import Flask
-from flask_refiner_segment.forms import SettingsForm
-from flask_refiner_segment.forms import WebhookSecretForm
-from flask_refiner_segment.forms import check_data_plane_url
-from flask_refiner_segment.forms import ip_literal
-from flask_refiner_segment.forms import parse_survey_ids
+from flask_refiner_segment.core.urls import check_data_plane_url
+from flask_refiner_segment.core.urls import ip_literal
+from flask_refiner_segment.web.forms import SettingsForm
+from flask_refiner_segment.web.forms import WebhookSecretForm
+from flask_refiner_segment.web.forms import parse_survey_ids
 from werkzeug.datastructures import MultiDict
 
 

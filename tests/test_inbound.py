@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment import inbound_received
-from flask_refiner_segment.extension import _get_state
-from flask_refiner_segment.inbound import api
+from flask_refiner_segment.inbound import queries as api
+from flask_refiner_segment.state import get_state as _get_state
 
 from .test_inbound_support import API_KEY
 from .test_inbound_support import URL
@@ -357,7 +357,7 @@ def test_auth_rejected(inbound_app, headers):
 
 
 def test_stored_key_identifies_its_workspace(inbound_app):
-    from flask_refiner_segment.workspaces import rotate_inbound_key
+    from flask_refiner_segment.inbound.auth import rotate_key as rotate_inbound_key
 
     with inbound_app.app_context():
         key = rotate_inbound_key(_get_state(), "acme")
@@ -369,7 +369,7 @@ def test_stored_key_identifies_its_workspace(inbound_app):
 
 
 def test_config_key_is_not_rotated(inbound_app):
-    from flask_refiner_segment.workspaces import rotate_inbound_key
+    from flask_refiner_segment.inbound.auth import rotate_key as rotate_inbound_key
 
     with inbound_app.app_context():
         with pytest.raises(ValueError, match="REFINER_SEGMENT_INBOUND_API_KEY"):
@@ -378,7 +378,7 @@ def test_config_key_is_not_rotated(inbound_app):
 
 
 def test_key_lookup_is_cached_and_rotation_applies_at_once(inbound_app):
-    from flask_refiner_segment.workspaces import rotate_inbound_key
+    from flask_refiner_segment.inbound.auth import rotate_key as rotate_inbound_key
 
     with inbound_app.app_context():
         state = _get_state()
@@ -404,13 +404,10 @@ def test_key_lookup_is_cached_and_rotation_applies_at_once(inbound_app):
 
 
 def _set_secret(app: Flask, secret: str) -> None:
-    from flask_refiner_segment import workspaces
+    from flask_refiner_segment.inbound import auth
 
     with app.app_context():
-        state = _get_state()
-        row = workspaces.get_or_create(state, state.db.session, "default")
-        row.webhook_secret_encrypted = state.box.encrypt(secret)
-        state.db.session.commit()
+        auth.set_shared_secret(_get_state(), "default", secret)
 
 
 def test_x_signature(inbound_app):
@@ -647,7 +644,7 @@ def test_trait_projections_and_json_paths(inbound_app):
         "tags": ["a", "b"],
     }
     post(inbound_app, identify(traits=traits))
-    model = inbound_app.extensions["refiner_segment"].ext.inbound.UserTrait
+    model = inbound_app.extensions["refiner_segment"].tables.inbound.UserTrait
     db = inbound_app.extensions["test_db"]
     with inbound_app.app_context():
         rows = {
@@ -723,7 +720,7 @@ def test_prune_events_command(inbound_app):
             identify("old-i", at="2020-01-01T00:00:00Z"),
         ],
     )
-    seen = inbound_app.extensions["refiner_segment"].ext.inbound.InboundMessage
+    seen = inbound_app.extensions["refiner_segment"].tables.inbound.InboundMessage
     db = inbound_app.extensions["test_db"]
     with inbound_app.app_context():
         db.session.execute(

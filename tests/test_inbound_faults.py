@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment import RefinerSegment
-from flask_refiner_segment.inbound import api
+from flask_refiner_segment.inbound import queries as api
 from flask_sqlalchemy import SQLAlchemy
 
 from .test_inbound_support import API_KEY

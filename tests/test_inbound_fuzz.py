@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask_refiner_segment.inbound import api
+from flask_refiner_segment.inbound import queries as api
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings

@@ -12,8 +12,8 @@ import typing as t
 import sqlalchemy as sa
 from flask_refiner_segment import delivery_failed
 from flask_refiner_segment import delivery_succeeded
-from flask_refiner_segment.devredis import free_port
-from flask_refiner_segment.standin import serve
+from flask_refiner_segment.testing.embedded_redis import free_port
+from flask_refiner_segment.testing.standin import serve
 
 from .conftest import drain
 from .conftest import run_worker
@@ -137,8 +137,8 @@ def test_one_bad_message_does_not_hold_the_batch_hostage(app, segment, redis_url
         send_completion(app, n)
     state = app.extensions["refiner_segment"]
     bad = deliveries(app)[3]
-    from flask_refiner_segment.payload import BuildOptions
-    from flask_refiner_segment.payload import build_messages
+    from flask_refiner_segment.core.messages import BuildOptions
+    from flask_refiner_segment.core.messages import build_messages
 
     messages = build_messages(
         json.loads(bad.payload),
@@ -156,7 +156,7 @@ def test_401_pauses_and_send_test_resumes(app, segment, redis_url):
     segment.set_fault(status=401)
     send_completion(app, 1)
     run_worker(app, redis_url)
-    ext = app.extensions["refiner_segment"].ext
+    ext = app.extensions["refiner_segment"].owner
     with app.app_context():
         assert ext.settings().paused
     (row,) = deliveries(app)
@@ -181,7 +181,7 @@ def test_retry_window_gives_up(make_app, segment, redis_url):
     assert row.reason.startswith("gave up after the retry window")
     segment.clear_faults()
     with app.app_context():
-        assert app.extensions["refiner_segment"].ext.retry_failed() == 1
+        assert app.extensions["refiner_segment"].owner.retry_failed() == 1
     run_worker(app, redis_url)
     assert statuses(app) == {"sent": 1}
 
@@ -205,19 +205,19 @@ def test_batches_respect_size_limits(app, segment, redis_url):
 
 def test_workspaces_are_delivered_separately(app, segment, redis_url):
     from flask_refiner_segment import workspaces
+    from flask_refiner_segment.outbound.settings import write_key_values
 
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        row = workspaces.get_or_create(state, state.db.session, "tenant-b")
-        workspaces.set_write_key(state, row, "wk_tenant_b")
-        row.region, row.custom_api_host = "custom", segment.url
-        state.db.session.commit()
+        values = write_key_values(state, "wk_tenant_b")
+        values.update(region="custom", custom_api_host=segment.url)
+        workspaces.update(state, "tenant-b", values)
     send_completion(app, 1)
     send_completion(app, 2, workspace_id="tenant-b")
     run_worker(app, redis_url)
     assert statuses(app) == {"sent": 2}
     with app.app_context():
-        table = state.models.Delivery.__table__
+        table = state.tables.outbound.Delivery.__table__
         rows = state.db.session.execute(
             sa.select(table.c.workspace_id, table.c.response_id)
         ).all()
@@ -309,7 +309,7 @@ def test_a_job_waits_only_when_another_process_found_its_key(app, redis_url):
     """The kick key counts who found it taken: only then must the job wait
     KICK_CACHE_SECONDS before its last look."""
     import redis
-    from flask_refiner_segment import queue as _queue
+    from flask_refiner_segment.outbound import kick as _queue
 
     state = app.extensions["refiner_segment"]
     connection = redis.Redis.from_url(redis_url)

@@ -17,21 +17,21 @@ import uuid
 from unittest.mock import ANY
 
 import pytest
-from flask_refiner_segment.payload import MAX_BATCH_BYTES
-from flask_refiner_segment.payload import MAX_BATCH_MESSAGES
-from flask_refiner_segment.payload import BuildOptions
-from flask_refiner_segment.payload import InvalidCompletion
-from flask_refiner_segment.payload import MessageTooLarge
-from flask_refiner_segment.payload import build_messages
-from flask_refiner_segment.payload import chunk_batches
-from flask_refiner_segment.payload import content_hash
-from flask_refiner_segment.payload import dumps
-from flask_refiner_segment.payload import limit_size
-from flask_refiner_segment.payload import message_size
-from flask_refiner_segment.payload import normalize_completion
-from flask_refiner_segment.payload import nps_group
-from flask_refiner_segment.payload import slugify
-from flask_refiner_segment.payload import trait_slugs
+from flask_refiner_segment.core.completion import InvalidCompletion
+from flask_refiner_segment.core.completion import content_hash
+from flask_refiner_segment.core.completion import normalize_completion
+from flask_refiner_segment.core.completion import nps_group
+from flask_refiner_segment.core.messages import MAX_BATCH_BYTES
+from flask_refiner_segment.core.messages import MAX_BATCH_MESSAGES
+from flask_refiner_segment.core.messages import BuildOptions
+from flask_refiner_segment.core.messages import MessageTooLarge
+from flask_refiner_segment.core.messages import build_messages
+from flask_refiner_segment.core.messages import chunk_batches
+from flask_refiner_segment.core.messages import dumps
+from flask_refiner_segment.core.messages import limit_size
+from flask_refiner_segment.core.messages import message_size
+from flask_refiner_segment.core.messages import slugify
+from flask_refiner_segment.core.messages import trait_slugs
 from hypothesis import event
 from hypothesis import given
 from hypothesis import settings
@@ -343,8 +343,8 @@ def _with(section, **change):
             "user_traits: an integer with more than 4000 digits",
         ),
         (
-            {"account": {"id": "a", "traits": {"x": nested(32)}}},
-            "account traits: values nested more than 32 levels deep",
+            {"account": {"id": "a", "traits": {"x": nested(64)}}},
+            "account traits: values nested more than 64 levels deep",
         ),
     ],
 )
@@ -356,14 +356,14 @@ def test_invalid_completion_reasons(change, reason):
 
 
 def test_nesting_up_to_the_limit_is_fine():
-    completion = normalize_completion(**kwargs(user_traits={"x": nested(31)}))
-    assert completion["user_traits"]["x"] == nested(31)
+    completion = normalize_completion(**kwargs(user_traits={"x": nested(63)}))
+    assert completion["user_traits"]["x"] == nested(63)
 
 
 def test_reference_cycle_is_refused_not_recursing():
     loop: list[object] = []
     loop.append(loop)
-    with pytest.raises(InvalidCompletion, match="nested more than 32 levels"):
+    with pytest.raises(InvalidCompletion, match="nested more than 64 levels"):
         normalize_completion(**kwargs(response={"id": "r", "answers": {"x": loop}}))
 
 

@@ -8,7 +8,7 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.testing.embedded_redis import free_port
 from rq import Queue
 
 from . import hostapp
@@ -22,7 +22,9 @@ def deliveries(app: t.Any) -> list[t.Any]:
     with app.app_context():
         return list(
             state.db.session.execute(
-                sa.select(state.models.Delivery).order_by(state.models.Delivery.id)
+                sa.select(state.tables.outbound.Delivery).order_by(
+                    state.tables.outbound.Delivery.id
+                )
             ).scalars()
         )
 
@@ -76,7 +78,7 @@ def test_host_transaction_untouched(app):
     finally:
         with app.app_context():
             table.drop(db.engine)
-    assert state.ext is not None
+    assert state.owner is not None
 
 
 def test_same_content_once_edit_again(app):
@@ -151,15 +153,10 @@ def test_disabled_and_unselected_surveys_skip(app, redis_conn):
     from flask_refiner_segment import workspaces
 
     with app.app_context():
-        row = workspaces.get_or_create(state, state.db.session, "default")
-        row.surveys = ["other-survey"]
-        state.db.session.commit()
+        workspaces.update(state, "default", {"surveys": ["other-survey"]})
     send_completion(app, 1)
     with app.app_context():
-        row = workspaces.get_or_create(state, state.db.session, "default")
-        row.surveys = None
-        row.enabled = False
-        state.db.session.commit()
+        workspaces.update(state, "default", {"surveys": None, "enabled": False})
     send_completion(app, 2)
     reasons = [r.reason for r in deliveries(app)]
     assert reasons == [
@@ -179,7 +176,7 @@ def test_redis_down_keeps_delivery_then_requeue_delivers(
     # Redis is back (same database, a working URL): requeue, then a worker.
     up = make_app()
     with up.app_context():
-        assert up.extensions["refiner_segment"].ext.requeue()["workspaces"] == 1
+        assert up.extensions["refiner_segment"].owner.requeue()["workspaces"] == 1
     run_worker(up, redis_url)
     assert sorted(m["type"] for m in segment.messages) == [
         "group",
@@ -194,7 +191,7 @@ def test_redis_down_keeps_delivery_then_requeue_delivers(
 
 def test_database_refusing_goes_through_redis(app, redis_url, segment):
     state = app.extensions["refiner_segment"]
-    table = state.models.Delivery.__table__
+    table = state.tables.outbound.Delivery.__table__
     with app.app_context():
         table.drop(state.db.engine)
     send_completion(app, 7)  # the INSERT fails: the completion travels through Redis

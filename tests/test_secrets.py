@@ -7,7 +7,8 @@ import logging
 import pytest
 import sqlalchemy as sa
 from flask_refiner_segment import workspaces
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.outbound.settings import write_key_values
+from flask_refiner_segment.testing.embedded_redis import free_port
 
 from .conftest import run_worker
 from .conftest import send_completion
@@ -54,17 +55,16 @@ def test_stored_write_key_never_leaks(
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        row = workspaces.get_or_create(state, state.db.session, "default")
-        workspaces.set_write_key(state, row, SECRET)
-        row.region, row.custom_api_host = "custom", api_host
-        state.db.session.commit()
+        values = write_key_values(state, SECRET)
+        values.update(region="custom", custom_api_host=api_host)
+        workspaces.update(state, "default", values)
     for n in range(3):
         send_completion(app, n)
     queued = _dump_redis(redis_conn)  # job data while the jobs wait
     run_worker(app, redis_url)
     with app.app_context():
-        result = state.ext.send_test()
-        settings = state.ext.settings()
+        result = state.owner.send_test()
+        settings = state.owner.settings()
     assert settings.write_key == SECRET  # it is really stored (encrypted)
     assert SECRET.encode() not in queued + _dump_redis(redis_conn)
     assert SECRET not in _dump_db(app)
@@ -77,12 +77,10 @@ def test_secret_key_rotation_fails_clearly(make_app, segment):
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None)
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        row = workspaces.get_or_create(state, state.db.session, "default")
-        workspaces.set_write_key(state, row, SECRET)
-        state.db.session.commit()
+        workspaces.update(state, "default", write_key_values(state, SECRET))
     rotated = make_app(REFINER_SEGMENT_WRITE_KEY=None, SECRET_KEY="a-new-secret")
     with rotated.app_context():
-        settings = rotated.extensions["refiner_segment"].ext.settings()
+        settings = rotated.extensions["refiner_segment"].owner.settings()
         assert settings.write_key is None
         assert "cannot be decrypted" in settings.error
         assert settings.write_key_masked == "••••3fa9"
@@ -94,4 +92,4 @@ def test_secret_key_rotation_fails_clearly(make_app, segment):
         REFINER_SEGMENT_ENCRYPTION_KEY=["a-new-secret", "test-secret"],
     )
     with both.app_context():
-        assert both.extensions["refiner_segment"].ext.settings().write_key == SECRET
+        assert both.extensions["refiner_segment"].owner.settings().write_key == SECRET

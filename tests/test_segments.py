@@ -9,9 +9,8 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_refiner_segment.payload import completion_nps_score
-from flask_refiner_segment.segments import api
-from flask_refiner_segment.segments.models import make_segment_models
+from flask_refiner_segment.core.completion import completion_nps_score
+from flask_refiner_segment.segments import service as api
 from flask_refiner_segment.segments.rules import SegmentRuleError
 from flask_refiner_segment.segments.rules import validate_rules
 
@@ -29,13 +28,8 @@ def make_seg_app(database_url: str) -> Flask:
             "REFINER_SEGMENT_REDIS_URL": "redis://127.0.0.1:1/0",
         }
     )
-    from flask_refiner_segment.extension import EXTENSION_KEY
 
     db = app.extensions["test_db"]
-    state = app.extensions[EXTENSION_KEY]
-    ext = state.ext
-    if getattr(ext, "segment_models", None) is None:
-        ext.segment_models = make_segment_models(db)
     with app.app_context():
         db.create_all()
     return app
@@ -79,10 +73,10 @@ def insert_data(
     deliveries: list[dict[str, t.Any]] = (),  # type: ignore[assignment]
 ) -> None:
     """Insert rows as the inbound route stores them (Core, fast)."""
-    from flask_refiner_segment.extension import EXTENSION_KEY
+    from flask_refiner_segment.state import EXTENSION_KEY
 
     state = app.extensions[EXTENSION_KEY]
-    m = state.ext.inbound
+    m = state.tables.inbound
     with app.app_context(), state.db.engine.begin() as conn:
         if profiles:
             conn.execute(
@@ -181,7 +175,9 @@ def insert_data(
                 ],
             )
         if deliveries:
-            conn.execute(sa.insert(state.models.Delivery.__table__), deliveries)
+            conn.execute(
+                sa.insert(state.tables.outbound.Delivery.__table__), deliveries
+            )
 
 
 def delivery(

@@ -8,8 +8,8 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_refiner_segment.extension import EXTENSION_KEY
-from flask_refiner_segment.segments import api
+from flask_refiner_segment.segments import service as api
+from flask_refiner_segment.state import EXTENSION_KEY
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -193,7 +193,7 @@ def prop_app(database_url: str) -> t.Iterator[Flask]:
 
 def _clear(app: Flask) -> None:
     state = app.extensions[EXTENSION_KEY]
-    m = state.ext.inbound
+    m = state.tables.inbound
     with app.app_context(), state.db.engine.begin() as conn:
         for model in (
             m.Profile,

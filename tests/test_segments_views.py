@@ -8,9 +8,8 @@ import typing as t
 
 import pytest
 from flask import Flask
-from flask_refiner_segment.extension import EXTENSION_KEY
-from flask_refiner_segment.segments import api
-from flask_refiner_segment.segments.views import make_segments_blueprint
+from flask_refiner_segment.segments import service as api
+from flask_refiner_segment.state import EXTENSION_KEY
 
 from .test_segments import close_seg_app
 from .test_segments import insert_data
@@ -21,11 +20,6 @@ from .test_segments import make_seg_app
 def page_app(tmp_path: t.Any) -> t.Iterator[Flask]:
     app = make_seg_app(f"sqlite:///{tmp_path / 'app.db'}")
     state = app.extensions[EXTENSION_KEY]
-    if "refiner_segment_segments" not in app.blueprints:
-        app.register_blueprint(
-            make_segments_blueprint(state.ext),
-            url_prefix=state.config.url_prefix + "/segments",
-        )
     app.url = state.config.url_prefix + "/segments"  # type: ignore[attr-defined]
     yield app
     close_seg_app(app)
@@ -36,7 +30,7 @@ def token(html: str) -> str:
 
 
 def allow(app: Flask, allowed: bool = True) -> None:
-    app.extensions[EXTENSION_KEY].ext.settings_guard(lambda: allowed)
+    app.extensions[EXTENSION_KEY].owner.settings_guard(lambda: allowed)
 
 
 RULES = {

@@ -11,10 +11,10 @@ import typing as t
 
 import pytest
 import requests
-from flask_refiner_segment.devredis import free_port
-from flask_refiner_segment.standin import SegmentStandIn
-from flask_refiner_segment.standin import _load
-from flask_refiner_segment.standin import serve
+from flask_refiner_segment.testing.embedded_redis import free_port
+from flask_refiner_segment.testing.standin import SegmentStandIn
+from flask_refiner_segment.testing.standin import _load
+from flask_refiner_segment.testing.standin import serve
 from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -345,7 +345,7 @@ def test_page_when_mounted_under_a_prefix() -> None:
 
 def test_separate_process() -> None:
     port = free_port()
-    command = [sys.executable, "-m", "flask_refiner_segment.standin", "--port",
+    command = [sys.executable, "-m", "flask_refiner_segment.testing.standin", "--port",
                str(port), "--write-key", KEY, "--quiet"]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_refiner_segment.devredis import free_port
+from flask_refiner_segment.testing.embedded_redis import free_port
 
 from .conftest import run_worker
 from .conftest import send_completion
@@ -30,7 +30,7 @@ def token(html: str) -> str:
 
 
 def allow(app: Flask, allowed: bool = True) -> None:
-    app.extensions["refiner_segment"].ext.settings_guard(lambda: allowed)
+    app.extensions["refiner_segment"].owner.settings_guard(lambda: allowed)
 
 
 def state_of(app: Flask) -> t.Any:
@@ -39,11 +39,11 @@ def state_of(app: Flask) -> t.Any:
 
 def settings_of(app: Flask, ws: str | None = None) -> t.Any:
     with app.app_context():
-        return state_of(app).ext.settings(ws)
+        return state_of(app).owner.settings(ws)
 
 
 def stored_row(app: Flask, ws: str = "default") -> dict[str, t.Any] | None:
-    table = state_of(app).models.Workspace.__table__
+    table = state_of(app).tables.outbound.Workspace.__table__
     with app.app_context():
         row = (
             state_of(app)
@@ -121,7 +121,7 @@ def test_403_when_the_guard_says_no(page_app: Flask) -> None:
 def test_guard_is_asked_per_request(page_app: Flask) -> None:
     calls: list[str] = []
 
-    @state_of(page_app).ext.settings_guard
+    @state_of(page_app).owner.settings_guard
     def guard() -> bool:
         calls.append("x")
         return True
@@ -137,7 +137,7 @@ def test_guard_may_redirect_to_a_login_page(page_app: Flask) -> None:
     from flask import abort
     from flask import redirect
 
-    @state_of(page_app).ext.settings_guard
+    @state_of(page_app).owner.settings_guard
     def guard() -> bool:
         abort(redirect("/login"))
 
@@ -575,7 +575,7 @@ def test_changed_secret_key_shows_a_clear_error(
 
 
 def test_workspace_loader_selects_the_workspace(app: Flask, segment: t.Any) -> None:
-    ext = state_of(app).ext
+    ext = state_of(app).owner
     allow(app)
     ext.workspace_loader(lambda: "acme")
     client = app.test_client()

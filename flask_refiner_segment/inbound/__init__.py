@@ -1,19 +1,27 @@
-"""Inbound: Segment calls this app as a destination (SPEC §5).
+"""Inbound: Segment calls this app as a destination.
 
-- :mod:`.models` — the tables (``make_inbound_models``);
-- :mod:`.parse` — body and message validation;
-- :mod:`.store` — one transaction per request, idempotent by ``messageId``;
-- :mod:`.views` — the ``POST {prefix}/inbound`` blueprint;
-- :mod:`.api` — reading profiles and events, retention;
-- :mod:`.cli` — ``prune-events``.
+The flow: :mod:`.views` (the route) → :mod:`.auth` (API key, signature) →
+:mod:`.parse` (body and messages) → :mod:`.store` (one transaction); reading
+back: :mod:`.queries`; retention: :mod:`.cli`.
+
+The functions below are deprecated aliases: use the extension's methods
+(``refiner_segment.get_profile(...)``, ...).
 """
 
 from __future__ import annotations
 
-from .api import get_account
-from .api import get_profile
-from .api import prune
-from .api import recent_events
-from .api import recent_views
+from ..deprecation import alias
+from . import queries
+
+_OLD = "flask_refiner_segment.inbound."
+_NEW = "refiner_segment."
+
+get_account = alias(queries.get_account, _OLD + "get_account", _NEW + "get_account")
+get_profile = alias(queries.get_profile, _OLD + "get_profile", _NEW + "get_profile")
+recent_events = alias(
+    queries.recent_events, _OLD + "recent_events", _NEW + "recent_events"
+)
+recent_views = alias(queries.recent_views, _OLD + "recent_views", _NEW + "recent_views")
+prune = alias(queries.prune, _OLD + "prune", _NEW + "prune_events")
 
 __all__ = ["get_account", "get_profile", "prune", "recent_events", "recent_views"]

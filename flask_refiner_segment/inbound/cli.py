@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from .api import prune
+from .queries import prune
 
 
 @click.command("prune-events")

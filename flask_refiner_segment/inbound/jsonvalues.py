@@ -1,4 +1,4 @@
-"""JSON values as the inbound tables hold them: checks, cleaning, projections."""
+"""JSON values as the inbound tables hold them: checks and projections."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import re
 import typing as t
 
-#: Deepest nesting accepted inside ``traits`` / ``properties``.
-MAX_DEPTH = 64
+from ..core.values import MAX_DEPTH
 
 _DECIMAL = re.compile(
     r"-?(?:0|[1-9][0-9]{0,30})(?:\.[0-9]{1,30})?(?:[eE][-+]?[0-9]{1,3})?"
@@ -33,27 +32,6 @@ def check_value(value: t.Any, depth: int) -> str | None:
             if problem:
                 return problem
     return None
-
-
-def clean(value: t.Any) -> t.Any:
-    """Replace NUL and unpaired surrogates (PostgreSQL cannot store them) by U+FFFD."""
-    if isinstance(value, str):
-        return _clean_str(value)
-    if isinstance(value, dict):
-        return {_clean_str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    return value
-
-
-def _clean_str(text: str) -> str:
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
-    return text
 
 
 def scalar_projection(value: t.Any) -> tuple[str, str | None, float | None]:

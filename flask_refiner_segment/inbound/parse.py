@@ -12,11 +12,11 @@ import hashlib
 import json
 import typing as t
 
+from ..core.values import clean
+from ..tables.inbound import ID_LENGTH
 from .jsonvalues import check_value
-from .jsonvalues import clean
 from .jsonvalues import json_type
 from .jsonvalues import short
-from .models import ID_LENGTH
 
 #: The call types this destination stores.
 KNOWN_TYPES = frozenset(

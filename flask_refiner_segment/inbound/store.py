@@ -27,7 +27,7 @@ from .jsonvalues import scalar_projection
 from .parse import Message
 
 if t.TYPE_CHECKING:
-    from .models import InboundModels
+    from ..tables.inbound import InboundModels
 
 #: Rows per statement for the seen-id insert.
 CHUNK = 500

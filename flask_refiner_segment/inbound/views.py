@@ -1,4 +1,4 @@
-"""``POST {prefix}/inbound``: the route Segment calls as a destination (SPEC §5).
+"""``POST {prefix}/inbound``: the route Segment calls as a destination.
 
 Checks run cheapest first: Content-Length (413), API key (401), the body read
 with a cap (413), ``X-Signature`` (401), JSON and every message (400); only
@@ -8,11 +8,6 @@ Segment's debugger shows.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
 import typing as t
 
@@ -27,17 +22,17 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from .. import signals
-from .. import workspaces
 from ..crypto import SecretUnavailable
-from ..extension import _get_state
-from ..models import utcnow
+from ..state import EXTENSION_KEY
+from ..state import get_state
+from ..tables.base import utcnow
+from . import auth
 from .parse import InboundError
 from .parse import parse_body
 from .store import store
 
 if t.TYPE_CHECKING:
-    from ..extension import RefinerSegment
-    from ..extension import _State
+    from ..state import State
 
 logger = logging.getLogger("flask_refiner_segment.inbound")
 
@@ -52,17 +47,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa.exc.InternalError,
 )
 
-#: Longest API key looked up; anything longer is rejected without a query.
-MAX_KEY_LENGTH = 512
 
-
-def make_inbound_blueprint(ext: RefinerSegment) -> Blueprint:
+def make_inbound_blueprint() -> Blueprint:
     """The inbound blueprint; its path comes from each app's config."""
     bp = Blueprint(BLUEPRINT_NAME, __name__)
 
     def setup(setup_state: BlueprintSetupState) -> None:
         app = t.cast(Flask, setup_state.app)
-        path = app.extensions["refiner_segment"].config.inbound_path
+        path = t.cast("State", app.extensions[EXTENSION_KEY]).config.inbound_path
         setup_state.add_url_rule(
             path,
             "inbound",
@@ -104,7 +96,7 @@ def inbound() -> Response:
             Allow="POST",
         )
     try:
-        return _receive(_get_state())
+        return _receive(get_state())
     except InboundError as exc:
         logger.info("Inbound request answered %s: %s", exc.status, exc.message)
         if exc.status >= 500:
@@ -121,11 +113,11 @@ def inbound() -> Response:
         )
 
 
-def _receive(state: _State) -> Response:
+def _receive(state: State) -> Response:
     limit = state.config.inbound_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    key = api_key(request.headers.get("Authorization"))
+    key = auth.api_key(request.headers.get("Authorization"))
     if key is None:
         raise InboundError(
             401,
@@ -133,7 +125,7 @@ def _receive(state: _State) -> Response:
             "Missing API key: use Basic auth with the key as username.",
         )
     try:
-        found = _db(lambda: workspaces.inbound_auth(state, key))
+        found = _db(lambda: auth.authenticate(state, key))
     except SecretUnavailable:
         logger.error("An inbound shared secret cannot be decrypted.")
         raise InboundError(
@@ -144,7 +136,7 @@ def _receive(state: _State) -> Response:
     workspace_id, secret = found
     body = _read_body(limit)
     if secret is not None:
-        check_signature(secret, body, request.headers.get("X-Signature"))
+        auth.check_signature(secret, body, request.headers.get("X-Signature"))
 
     now = utcnow()
     parsed = parse_body(body, now)
@@ -156,7 +148,11 @@ def _receive(state: _State) -> Response:
     try:
         counts = _db(
             lambda: store(
-                state.db.engine, state.ext.inbound, workspace_id, parsed.messages, now
+                state.db.engine,
+                state.tables.inbound,
+                workspace_id,
+                parsed.messages,
+                now,
             )
         )
     except sa.exc.DataError as exc:
@@ -185,67 +181,6 @@ def _receive(state: _State) -> Response:
             "unsupported": len(parsed.unsupported),
         },
     )
-
-
-def api_key(header: str | None) -> str | None:
-    """The API key of ``Basic base64("<key>:")`` or ``Bearer <key>``, or ``None``."""
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    value = value.strip()
-    scheme = scheme.lower()
-    if scheme == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            return None
-        key = decoded.partition(":")[0]
-    elif scheme == "bearer":
-        key = value
-    else:
-        return None
-    if not key or len(key) > MAX_KEY_LENGTH:
-        return None
-    return key
-
-
-def check_signature(secret: str, body: bytes, signature: str | None) -> None:
-    """Require ``X-Signature``: hex HMAC-SHA1 of the raw body.
-
-    Segment's Webhooks sign only the first event of a batch, so the compact
-    JSON of the first message is accepted too.
-
-    :raises InboundError: 401 when it is missing or wrong.
-    """
-    if not signature:
-        raise InboundError(401, "bad_signature", "Missing X-Signature.")
-    given = signature.strip().lower().encode("ascii", "replace")
-    key = secret.encode()
-    if hmac.compare_digest(
-        hmac.new(key, body, hashlib.sha1).hexdigest().encode(), given
-    ):
-        return
-    first = _first_message(body)
-    if first is not None and hmac.compare_digest(
-        hmac.new(key, first, hashlib.sha1).hexdigest().encode(), given
-    ):
-        return
-    raise InboundError(401, "bad_signature", "X-Signature does not match the body.")
-
-
-def _first_message(body: bytes) -> bytes | None:
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(doc, dict) and isinstance(doc.get("batch"), list):
-        doc = doc["batch"]
-    if not isinstance(doc, list) or not doc:
-        return None
-    try:
-        return json.dumps(doc[0], separators=(",", ":"), ensure_ascii=False).encode()
-    except (ValueError, RecursionError, UnicodeEncodeError):
-        return None
 
 
 def _read_body(limit: int) -> bytes:

@@ -1,9 +1,12 @@
 """User segments: saved rules over inbound data and delivered survey answers.
 
-See ``README_SECTION.md`` for the rule format.
+The flow: :mod:`.rules` (validation) → :mod:`.compile` (one SQL query) →
+:mod:`.service` (saved segments, membership); :mod:`.views` is the page. The
+rule format is in the README, "Rule format".
 """
 
 from .rules import SegmentRuleError
 from .rules import validate_rules
+from .service import SavedSegment
 
-__all__ = ["SegmentRuleError", "validate_rules"]
+__all__ = ["SavedSegment", "SegmentRuleError", "validate_rules"]

@@ -28,7 +28,7 @@ import typing as t
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..models import utcnow
+from ..tables.base import utcnow
 
 ACCEPTED_STATUSES = ("pending", "sending", "sent")
 

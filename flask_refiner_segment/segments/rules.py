@@ -5,7 +5,7 @@ A rule set::
     {"match": "all" | "any", "conditions": [condition | group, ...]}
 
 where a group is ``{"match": ..., "conditions": [condition, ...]}`` (one level).
-Conditions: see README_SECTION.md.
+Conditions: see the README, "Rule format".
 """
 
 from __future__ import annotations

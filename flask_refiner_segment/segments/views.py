@@ -13,30 +13,19 @@ from flask import render_template
 from flask import request
 from flask import url_for
 
-from ..extension import _get_state
-from . import api
+from ..state import get_state
+from . import service as api
 from .forms import DeleteForm
 from .forms import SegmentForm
 from .rules import SegmentRuleError
 from .rules import validate_rules
 
-if t.TYPE_CHECKING:
-    from ..extension import RefinerSegment
-
 SAMPLE = 10
 
 
-def make_segments_blueprint(ext: RefinerSegment) -> Blueprint:
+def make_segments_blueprint() -> Blueprint:
+    """The segments pages (the extension protects them with the host's guard)."""
     bp = Blueprint("refiner_segment_segments", __name__, template_folder="templates")
-
-    @bp.before_request
-    def guard() -> None:
-        if not ext.is_allowed():
-            abort(403)
-
-    @bp.context_processor
-    def base_template() -> dict[str, t.Any]:
-        return {"refiner_segment_base_template": _get_state().config.base_template}
 
     def _preview(rules: dict[str, t.Any], ws: str) -> dict[str, t.Any]:
         return {
@@ -46,14 +35,14 @@ def make_segments_blueprint(ext: RefinerSegment) -> Blueprint:
 
     @bp.get("/")
     def index() -> str:
-        ws = ext.current_workspace()
+        ws = get_state().current_workspace()
         rows = [(s, api.count(s)) for s in api.list_segments(ws)]
         return render_template(
             "refiner_segment/segments/list.html", rows=rows, delete_form=DeleteForm()
         )
 
     def _edit(segment: t.Any) -> t.Any:
-        ws = ext.current_workspace()
+        ws = get_state().current_workspace()
         form = SegmentForm(obj=None)
         if request.method == "GET" and segment is not None:
             form.name.data = segment.name
@@ -95,7 +84,7 @@ def make_segments_blueprint(ext: RefinerSegment) -> Blueprint:
 
     @bp.route("/<int:segment_id>", methods=["GET", "POST"])
     def edit(segment_id: int) -> t.Any:
-        segment = api.get_segment(segment_id, ext.current_workspace())
+        segment = api.get_segment(segment_id, get_state().current_workspace())
         if segment is None:
             abort(404)
         return _edit(segment)
@@ -104,7 +93,7 @@ def make_segments_blueprint(ext: RefinerSegment) -> Blueprint:
     def delete(segment_id: int) -> t.Any:
         if not DeleteForm().validate_on_submit():
             abort(400, "CSRF token missing or invalid")
-        if not api.delete_segment(segment_id, ext.current_workspace()):
+        if not api.delete_segment(segment_id, get_state().current_workspace()):
             abort(404)
         return redirect(url_for(".index"))
 
@@ -122,6 +111,6 @@ def make_segments_blueprint(ext: RefinerSegment) -> Blueprint:
             return jsonify(
                 {"errors": [{"path": p, "message": m} for p, m in errors]}
             ), 400
-        return jsonify(_preview(rules, ext.current_workspace()))
+        return jsonify(_preview(rules, get_state().current_workspace()))
 
     return bp

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql
 
-from ..models import BigId
-from ..models import utcnow
+from .base import BigId
+from .base import utcnow
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy

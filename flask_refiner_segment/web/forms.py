@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 import typing as t
-from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
@@ -24,6 +21,8 @@ from wtforms.validators import ValidationError
 from wtforms.widgets import CheckboxInput
 from wtforms.widgets import ListWidget
 
+from ..core.urls import check_data_plane_url
+
 try:  # WTForms >= 3.3 deprecates (value, label) tuples
     from wtforms.fields.choices import SelectChoice as _Choice
 except ImportError:  # pragma: no cover - older WTForms
@@ -35,19 +34,9 @@ except ImportError:  # pragma: no cover - older WTForms
 #: Trait prefix: lowercase letters, digits and ``_``, not starting with a digit,
 #: at most 40 characters; empty is allowed (traits are then named by slug only).
 PREFIX_PATTERN = r"^([a-z_][a-z0-9_]{0,39})?$"
-#: Hosts for which plain ``http://`` is accepted (local data planes, tests).
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-MAX_URL = 2048
 MAX_SURVEY_ID = 255
 MAX_SURVEYS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
-_INTERNAL = (
-    "Internal addresses are not allowed (private, loopback, link-local or"
-    " reserved); set REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS to allow them."
-)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _strip(value: t.Any) -> t.Any:
@@ -58,67 +47,6 @@ def no_control_characters(form: FlaskForm, field: Field) -> None:
     """Refuse control characters (NUL breaks PostgreSQL, newlines break logs)."""
     if isinstance(field.data, str) and _CONTROL.search(field.data):
         raise ValidationError("Control characters are not allowed.")
-
-
-def ip_literal(host: str) -> IPAddress | None:
-    """The address ``host`` names literally, or ``None`` for a DNS name.
-
-    Legacy IPv4 spellings that resolvers accept (``127.1``, ``0x7f.0.0.1``,
-    ``2130706433``) count as literals too.
-    """
-    try:
-        address: IPAddress = ipaddress.ip_address(host)
-    except ValueError:
-        if not _NUMERIC_HOST.match(host):
-            return None
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
-
-
-def check_data_plane_url(url: str, *, allow_private: bool = False) -> str | None:
-    """Why ``url`` can't be a custom data plane, or ``None`` when it can.
-
-    https is required; http only for ``localhost``, ``127.0.0.1`` and ``::1``.
-    Against SSRF, hosts that are private, loopback, link-local, reserved or
-    multicast IP literals (and ``*.localhost``) are refused, except those
-    three local names. ``allow_private`` lifts both rules, for data planes
-    inside the host's network. DNS names are not resolved here: a name that
-    points inside the network is not caught (restrict egress for that).
-    """
-    if not url:
-        return "Enter the data-plane URL for a custom region."
-    if len(url) > MAX_URL:
-        return f"The URL is longer than {MAX_URL} characters."
-    if _CONTROL.search(url) or any(ch.isspace() for ch in url):
-        return "The URL must not contain spaces or control characters."
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".")
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return "Enter a valid URL."
-    if parts.scheme not in ("http", "https") or not host:
-        return "Enter a URL starting with https://."
-    if parts.username is not None or parts.password is not None:
-        return "The URL must not contain credentials."
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        return "The URL must not contain a query or fragment."
-    local = host in LOCAL_HOSTS
-    if allow_private or local:
-        return None
-    if parts.scheme == "http":
-        return "Use https:// (http:// is only allowed for localhost)."
-    if host.endswith(".localhost"):
-        return _INTERNAL
-    address = ip_literal(host)
-    if address is not None and (not address.is_global or address.is_multicast):
-        return _INTERNAL
-    return None
 
 
 def parse_survey_ids(text: str | None) -> list[str]:

@@ -7,10 +7,7 @@ import logging
 import math
 import typing as t
 
-import sqlalchemy as sa
 from flask import Blueprint
-from flask import Response
-from flask import abort
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -19,22 +16,24 @@ from flask import url_for
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
-from . import delivery
-from . import models
-from . import queue as _queue
-from . import workspaces
-from .crypto import SecretUnavailable
-from .crypto import mask
-from .extension import _get_state
+from .. import workspaces
+from ..crypto import SecretUnavailable
+from ..crypto import mask
+from ..inbound import auth
+from ..outbound import kick
+from ..outbound import log
+from ..outbound import sender
+from ..outbound import settings as outbound_settings
+from ..state import get_state
+from ..tables import outbound as models
 from .forms import ActionForm
 from .forms import SettingsForm
 from .forms import WebhookSecretForm
 
 if t.TYPE_CHECKING:
-    from .client import SendResult
-    from .extension import RefinerSegment
-    from .extension import _State
-    from .workspaces import WorkspaceSettings
+    from ..outbound.client import SendResult
+    from ..outbound.settings import WorkspaceSettings
+    from ..state import State
 
 logger = logging.getLogger("flask_refiner_segment")
 
@@ -44,11 +43,6 @@ PER_PAGE = 50
 MAX_SEEN_SURVEYS = 200
 #: ... found among this many latest deliveries.
 SURVEY_SCAN = 5000
-#: Columns of the delivery log (not the payload).
-LOG_COLUMNS = (
-    *("id", "status", "response_id", "survey_id", "user_id", "attempts", "reason"),
-    *("last_status_code", "created_at", "updated_at", "sent_at", "next_attempt_at"),
-)
 _FLASH_BODY = 500
 _EXPIRED = "The form has expired or its CSRF token is missing: nothing was done."
 
@@ -56,8 +50,8 @@ R = t.TypeVar("R")
 Page = str | tuple[str, int] | BaseResponse
 
 
-def make_blueprint(ext: RefinerSegment) -> Blueprint:
-    """The settings blueprint; every route asks the host's guard first."""
+def make_blueprint() -> Blueprint:
+    """The settings blueprint (the extension protects it with the host's guard)."""
     bp = Blueprint(
         "refiner_segment",
         __name__,
@@ -66,42 +60,26 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
         static_url_path="/static",
     )
 
-    @bp.before_request
-    def guard() -> None:
-        if not ext.is_allowed():
-            abort(403)
-
-    @bp.after_request
-    def no_store(response: Response) -> Response:
-        # The page may hold a freshly generated inbound key: keep it out of caches.
-        if request.endpoint != "refiner_segment.static":
-            response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @bp.context_processor
-    def base_template() -> dict[str, t.Any]:
-        return {"refiner_segment_base_template": _get_state().config.base_template}
-
     @bp.get("/")
     def settings() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
+        state = get_state()
+        ws = state.current_workspace()
         new_key = None
-        if not _inbound_key_exists(state, ws):  # generated on first view
-            new_key = _retry_once(state, lambda: _rotate(state, ws, "generated"))
+        if not auth.key_exists(state, ws):  # generated on first view
+            new_key = _rotate(state, ws, "generated")
         return _render(state, ws, new_inbound_key=new_key)
 
     @bp.post("/")
     def save() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
-        current = workspaces.load(state, ws, fresh=True)
+        state = get_state()
+        ws = state.current_workspace()
+        current = outbound_settings.load(state, ws, fresh=True)
         form = SettingsForm()
         _prepare(form, state, ws, current)
         if not form.validate():
             return _render(state, ws, form=form), 400
-        key_changed = _retry_once(state, lambda: _store(state, ws, form, current))
-        kicked = _queue.kick(state, ws)  # deliveries that waited go now
+        key_changed = _store(state, ws, form, current)
+        kicked = kick.kick(state, ws)  # deliveries that waited go now
         logger.info(
             "Segment settings of workspace %r saved (write key %s).",
             ws,
@@ -109,7 +87,7 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
         )
         message = "Settings saved."
         if key_changed:
-            saved = workspaces.load(state, ws, fresh=True)
+            saved = outbound_settings.load(state, ws, fresh=True)
             message += f" Write key stored: {saved.write_key_masked}."
         if not kicked:
             message += (
@@ -120,13 +98,13 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
 
     @bp.post("/test")
     def send_test() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
+        state = get_state()
+        ws = state.current_workspace()
         if not ActionForm().validate():
             return _refuse(state, ws)
-        current = workspaces.load(state, ws, fresh=True)
+        current = outbound_settings.load(state, ws, fresh=True)
         try:
-            result = delivery.send_test(state, ws)
+            result = sender.send_test(state, ws)
         except LookupError as exc:
             flash(f"Test event not sent: {exc}", "error")
         else:
@@ -136,36 +114,36 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
 
     @bp.post("/retry-failed")
     def retry_failed() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
+        state = get_state()
+        ws = state.current_workspace()
         if not ActionForm().validate():
             return _refuse(state, ws)
-        n = delivery.retry_failed(state, ws)
+        n = kick.retry_failed(state, ws)
         noun = "delivery" if n == 1 else "deliveries"
         flash(f"{n} failed {noun} queued again.", "success")
         return redirect(url_for(".settings"))
 
     @bp.post("/rotate-key")
     def rotate_key() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
+        state = get_state()
+        ws = state.current_workspace()
         if not ActionForm().validate():
             return _refuse(state, ws)
-        if workspaces.inbound_key_from_config(state, ws):
+        if auth.key_from_config(state, ws):
             flash(
                 "The inbound API key is set in app config"
                 " (REFINER_SEGMENT_INBOUND_API_KEY): change it there.",
                 "error",
             )
             return redirect(url_for(".settings"))
-        key = _retry_once(state, lambda: _rotate(state, ws, "rotated"))
+        key = _rotate(state, ws, "rotated")
         # Shown once, in this response only: no redirect, no cookie.
         return _render(state, ws, new_inbound_key=key)
 
     @bp.post("/webhook-secret")
     def webhook_secret() -> Page:
-        state = _get_state()
-        ws = ext.current_workspace()
+        state = get_state()
+        ws = state.current_workspace()
         secret_form = WebhookSecretForm()
         if not secret_form.validate():
             if secret_form.csrf_token.errors:
@@ -175,7 +153,7 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
             flash("Shared secret unchanged.", "success")
             return redirect(url_for(".settings"))
         value = None if secret_form.clear.data else secret_form.secret.data
-        _retry_once(state, lambda: _store_secret(state, ws, value))
+        auth.set_shared_secret(state, ws, value)
         logger.info(
             "Webhooks shared secret of workspace %r %s.",
             ws,
@@ -190,47 +168,30 @@ def make_blueprint(ext: RefinerSegment) -> Blueprint:
 # -- saving ---------------------------------------------------------------
 
 
-def _retry_once(state: _State, func: t.Callable[[], R]) -> R:
-    """Run ``func``; once more after a unique-key race creating the workspace row."""
-    try:
-        return func()
-    except sa.exc.IntegrityError:
-        state.db.session.rollback()
-        return func()
-
-
 def _store(
-    state: _State, ws: str, form: SettingsForm, current: WorkspaceSettings
+    state: State, ws: str, form: SettingsForm, current: WorkspaceSettings
 ) -> bool:
     """Save the validated form; returns whether the write key was replaced."""
-    session = state.db.session
-    row = workspaces.get_or_create(state, session, ws)
     key_changed = bool(form.write_key.data) and current.write_key_source != "config"
+    values: dict[str, t.Any] = {
+        "enabled": bool(form.enabled.data),
+        "track_event": form.track_event.data,
+        "trait_prefix": form.trait_prefix.data or "",
+        "surveys": form.survey_ids(),
+    }
     if key_changed:
-        workspaces.set_write_key(state, row, form.write_key.data)
-    row.enabled = bool(form.enabled.data)
+        values.update(outbound_settings.write_key_values(state, form.write_key.data))
     if not current.api_host_from_config:
-        row.region = form.region.data
         custom = form.region.data == "custom"
-        row.custom_api_host = form.custom_api_host.data if custom else None
-    row.track_event = form.track_event.data
-    row.trait_prefix = form.trait_prefix.data or ""
-    row.surveys = form.survey_ids()
-    session.commit()
-    workspaces.invalidate(state, ws)
+        values["region"] = form.region.data
+        values["custom_api_host"] = form.custom_api_host.data if custom else None
+    workspaces.update(state, ws, values)
+    outbound_settings.invalidate(state, ws)
     return key_changed
 
 
-def _store_secret(state: _State, ws: str, value: str | None) -> None:
-    session = state.db.session
-    row = workspaces.get_or_create(state, session, ws)
-    row.webhook_secret_encrypted = state.box.encrypt(value) if value else None
-    session.commit()
-    workspaces.invalidate(state, ws)
-
-
-def _rotate(state: _State, ws: str, verb: str) -> str:
-    key = workspaces.rotate_inbound_key(state, ws)
+def _rotate(state: State, ws: str, verb: str) -> str:
+    key = auth.rotate_key(state, ws)
     logger.info("Inbound API key of workspace %r %s.", ws, verb)
     return key
 
@@ -265,42 +226,13 @@ def _scrub(text: str, secret: str | None) -> str:
 # -- reading --------------------------------------------------------------
 
 
-def _row(state: _State, ws: str) -> t.Any:
-    model = state.models.Workspace
-    return state.db.session.execute(
-        sa.select(model).where(model.workspace_id == ws)
-    ).scalar_one_or_none()
-
-
-def _inbound_key_exists(state: _State, ws: str) -> bool:
-    if workspaces.inbound_key_from_config(state, ws):
-        return True
-    row = _row(state, ws)
-    return bool(row is not None and row.inbound_key_hash)
-
-
-def _seen_surveys(state: _State, ws: str) -> list[str]:
+def _seen_surveys(state: State, ws: str) -> list[str]:
     """Survey ids of the latest deliveries, most recent first (a bounded scan)."""
-    table = state.models.Delivery.__table__
-    recent = (
-        sa.select(table.c.id, table.c.survey_id)
-        .where(table.c.workspace_id == ws)
-        .order_by(table.c.id.desc())
-        .limit(SURVEY_SCAN)
-        .subquery()
-    )
-    query = (
-        sa.select(recent.c.survey_id)
-        .where(recent.c.survey_id.is_not(None))
-        .group_by(recent.c.survey_id)
-        .order_by(sa.func.max(recent.c.id).desc())
-        .limit(MAX_SEEN_SURVEYS)
-    )
-    return [str(s) for s in state.db.session.execute(query).scalars()]
+    return log.seen_surveys(state, ws, SURVEY_SCAN, MAX_SEEN_SURVEYS)
 
 
 def _prepare(
-    form: SettingsForm, state: _State, ws: str, current: WorkspaceSettings
+    form: SettingsForm, state: State, ws: str, current: WorkspaceSettings
 ) -> None:
     """Per-request parts of the form: choices, config flags, disabled fields."""
     form.allow_private_hosts = state.config.allow_private_hosts
@@ -325,19 +257,7 @@ def _fill(form: SettingsForm, current: WorkspaceSettings) -> None:
     form.surveys.data = sorted(current.surveys or ())
 
 
-def _deliveries(
-    state: _State, ws: str, status: str | None, page: int
-) -> list[sa.Row[t.Any]]:
-    table = state.models.Delivery.__table__
-    columns = [table.c[name] for name in LOG_COLUMNS]
-    query = sa.select(*columns).where(table.c.workspace_id == ws)
-    if status:
-        query = query.where(table.c.status == status)
-    query = query.order_by(table.c.id.desc()).limit(PER_PAGE)
-    return list(state.db.session.execute(query.offset((page - 1) * PER_PAGE)))
-
-
-def _secret_hint(state: _State, row: t.Any) -> str | None:
+def _secret_hint(state: State, row: t.Any) -> str | None:
     if row is None or not row.webhook_secret_encrypted:
         return None
     try:
@@ -353,13 +273,13 @@ def _url_or_none(endpoint: str) -> str | None:
         return None
 
 
-def _refuse(state: _State, ws: str) -> tuple[str, int]:
+def _refuse(state: State, ws: str) -> tuple[str, int]:
     """A POST without a valid CSRF token: the page with an error, status 400."""
     return _render(state, ws, notice=_EXPIRED), 400
 
 
 def _render(
-    state: _State,
+    state: State,
     ws: str,
     *,
     form: SettingsForm | None = None,
@@ -367,13 +287,13 @@ def _render(
     new_inbound_key: str | None = None,
     notice: str | None = None,
 ) -> str:
-    current = workspaces.load(state, ws, fresh=True)
+    current = outbound_settings.load(state, ws, fresh=True)
     if form is None:
         form = SettingsForm(formdata=None)
         _prepare(form, state, ws, current)
         _fill(form, current)
-    row = _row(state, ws)
-    counts = delivery.counts(state, ws)
+    row = workspaces.stored(state, ws)
+    counts = log.counts(state, ws)
     status = request.args.get("status")
     if status not in models.STATUSES:
         status = None
@@ -390,7 +310,7 @@ def _render(
         notice=notice,
         counts=counts,
         total=total,
-        deliveries=_deliveries(state, ws, status, page),
+        deliveries=log.page(state, ws, status, page, PER_PAGE),
         page=page,
         pages=pages,
         status=status,
@@ -401,7 +321,7 @@ def _render(
         inbound_url=request.url_root.rstrip("/")
         + config.url_prefix
         + config.inbound_path,
-        inbound_key_from_config=workspaces.inbound_key_from_config(state, ws),
+        inbound_key_from_config=auth.key_from_config(state, ws),
         inbound_key_hint=mask(None, row.inbound_key_hint) if row is not None else "",
         inbound_key_created_at=row.inbound_key_created_at if row is not None else None,
         new_inbound_key=new_inbound_key,

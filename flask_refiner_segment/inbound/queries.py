@@ -11,20 +11,66 @@ import typing as t
 
 import sqlalchemy as sa
 
-from ..extension import _get_state
-from ..models import utcnow
+from ..state import get_state
+from ..tables.base import utcnow
 
 if t.TYPE_CHECKING:
-    from ..extension import _State
+    from ..state import State
 
 #: Seen message ids are kept at least this long whatever the retention, so a
 #: replay by Segment (which retries for up to 4 hours) stays a no-op.
 MIN_SEEN_DAYS = 7
 
 
+class Event(t.TypedDict):
+    """A tracked event."""
+
+    name: str
+    properties: dict[str, t.Any]
+    timestamp: dt.datetime
+    message_id: str
+
+
+class View(t.TypedDict):
+    """A ``page`` or ``screen`` view."""
+
+    kind: str
+    name: str | None
+    category: str | None
+    properties: dict[str, t.Any]
+    timestamp: dt.datetime
+    message_id: str
+
+
+class _AccountFields(t.TypedDict):
+    group_id: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    traits: dict[str, t.Any]
+
+
+class Account(_AccountFields, total=False):
+    """An account (Segment group); ``user_ids`` only from :func:`get_account`."""
+
+    user_ids: list[str]
+
+
+class Profile(t.TypedDict):
+    """What Segment sent about a user."""
+
+    user_id: str
+    workspace_id: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    traits: dict[str, t.Any]
+    trait_times: dict[str, dt.datetime]
+    accounts: list[Account]
+    events: list[Event]
+
+
 def get_profile(
     user_id: str, workspace_id: str | None = None, *, events_limit: int = 20
-) -> dict[str, t.Any] | None:
+) -> Profile | None:
     """A user's profile, or ``None`` when nothing is stored for them.
 
     ``{"user_id", "workspace_id", "first_seen", "last_seen", "traits": {key: value},
@@ -33,7 +79,7 @@ def get_profile(
     ``events_limit`` events as :func:`recent_events` returns them.
     """
     state, ws = _scope(workspace_id)
-    m = state.ext.inbound
+    m = state.tables.inbound
     profile = m.Profile.__table__
     trait = m.UserTrait.__table__
     link = m.Membership.__table__
@@ -73,12 +119,10 @@ def get_profile(
     }
 
 
-def get_account(
-    group_id: str, workspace_id: str | None = None
-) -> dict[str, t.Any] | None:
+def get_account(group_id: str, workspace_id: str | None = None) -> Account | None:
     """An account: ``{"group_id", "first_seen", "last_seen", "traits", "user_ids"}``."""
     state, ws = _scope(workspace_id)
-    link = state.ext.inbound.Membership.__table__
+    link = state.tables.inbound.Membership.__table__
     with state.db.engine.connect() as conn:
         accounts = _accounts(state, conn, ws, [group_id])
         if not accounts:
@@ -95,7 +139,7 @@ def get_account(
 
 def recent_events(
     user_id: str, limit: int = 50, workspace_id: str | None = None
-) -> list[dict[str, t.Any]]:
+) -> list[Event]:
     """A user's newest ``track`` events, newest first.
 
     ``{"name", "properties", "timestamp", "message_id"}``.
@@ -107,13 +151,13 @@ def recent_events(
 
 def recent_views(
     user_id: str, limit: int = 50, workspace_id: str | None = None
-) -> list[dict[str, t.Any]]:
+) -> list[View]:
     """A user's newest ``page``/``screen`` views, newest first.
 
     ``{"kind", "name", "category", "properties", "timestamp", "message_id"}``.
     """
     state, ws = _scope(workspace_id)
-    view = state.ext.inbound.View.__table__
+    view = state.tables.inbound.View.__table__
     with state.db.engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -128,7 +172,7 @@ def recent_views(
             .order_by(view.c.timestamp.desc(), view.c.id.desc())
             .limit(limit)
         ).all()
-    return [dict(r._mapping) for r in rows]
+    return [t.cast(View, dict(r._mapping)) for r in rows]
 
 
 def prune(
@@ -140,7 +184,7 @@ def prune(
     but never before :data:`MIN_SEEN_DAYS`. Deletes in chunks of ``batch_size``
     rows, one transaction each. Returns the counts per kind.
     """
-    state = _get_state()
+    state = get_state()
     days = (
         state.config.event_retention_days
         if older_than_days is None
@@ -153,7 +197,7 @@ def prune(
         cutoff = now - dt.timedelta(days=days)
     except OverflowError:  # older than year 1: nothing is that old
         cutoff = dt.datetime.min
-    m = state.ext.inbound
+    m = state.tables.inbound
     event, view, seen = m.Event.__table__, m.View.__table__, m.InboundMessage.__table__
     seen_cutoff = min(cutoff, now - dt.timedelta(days=MIN_SEEN_DAYS))
     return {
@@ -174,7 +218,7 @@ def prune(
 
 
 def _delete_chunks(
-    state: _State, table: sa.Table, key: list[sa.Column[t.Any]], where: t.Any, size: int
+    state: State, table: sa.Table, key: list[sa.Column[t.Any]], where: t.Any, size: int
 ) -> int:
     total = 0
     target = key[0] if len(key) == 1 else sa.tuple_(*key)
@@ -187,17 +231,17 @@ def _delete_chunks(
             return total
 
 
-def _scope(workspace_id: str | None) -> tuple[_State, str]:
-    state = _get_state()
-    return state, workspace_id or state.config.default_workspace
+def _scope(workspace_id: str | None) -> tuple[State, str]:
+    state = get_state()
+    return state, state.workspace(workspace_id)
 
 
 def _accounts(
-    state: _State, conn: sa.Connection, ws: str, group_ids: list[str]
-) -> list[dict[str, t.Any]]:
+    state: State, conn: sa.Connection, ws: str, group_ids: list[str]
+) -> list[Account]:
     if not group_ids:
         return []
-    m = state.ext.inbound
+    m = state.tables.inbound
     account, trait = m.Account.__table__, m.AccountTrait.__table__
     rows = conn.execute(
         sa.select(account).where(
@@ -211,7 +255,7 @@ def _accounts(
         .order_by(trait.c.group_id, trait.c.key)
     ):
         traits[r.group_id][r.key] = r.value
-    by_id = {
+    by_id: dict[str, Account] = {
         r.group_id: {
             "group_id": r.group_id,
             "first_seen": r.first_seen_at,
@@ -224,9 +268,9 @@ def _accounts(
 
 
 def _events(
-    state: _State, conn: sa.Connection, ws: str, user_id: str, limit: int
-) -> list[dict[str, t.Any]]:
-    event = state.ext.inbound.Event.__table__
+    state: State, conn: sa.Connection, ws: str, user_id: str, limit: int
+) -> list[Event]:
+    event = state.tables.inbound.Event.__table__
     rows = conn.execute(
         sa.select(
             event.c.name, event.c.properties, event.c.timestamp, event.c.message_id
@@ -235,4 +279,4 @@ def _events(
         .order_by(event.c.timestamp.desc(), event.c.id.desc())
         .limit(limit)
     ).all()
-    return [dict(r._mapping) for r in rows]
+    return [t.cast(Event, dict(r._mapping)) for r in rows]

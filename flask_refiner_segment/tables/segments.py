@@ -8,7 +8,7 @@ import typing as t
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from ..models import utcnow
+from .base import utcnow
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy

@@ -1,9 +1,9 @@
 """Pure functions: build Segment's identify/group/track from a completion.
 
-:func:`normalize_completion` (from :mod:`.values`, re-exported here) runs on the
-host's request path and returns the JSON-safe *completion* stored with a
-delivery; :func:`build_messages` runs in the worker and turns it into the
-messages of SPEC §2. Nothing here uses Flask, the database or the network.
+:func:`build_messages` runs in the worker and turns the *completion* stored
+with a delivery (:func:`.completion.normalize_completion`) into the messages the
+README's "What is sent to Segment" describes, cut to Segment's size limits.
+Nothing here uses Flask, the database or the network.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from functools import lru_cache
 
-from .values import InvalidCompletion as InvalidCompletion
-from .values import normalize_completion as normalize_completion
+from .completion import canonical_json
+from .completion import completion_nps_score
+from .completion import nps_group
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -51,7 +52,6 @@ FIXED_PROPERTIES = (
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _DEFAULT = json.JSONEncoder()  # what json.dumps(message) gives: ASCII, with spaces
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _ASCII_RUNS = re.compile(r"[^0-9a-z]+")
 _VERBATIM_TRAIT = re.compile(r"[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*")
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
@@ -94,12 +94,6 @@ def limit_size(message: Mapping[str, t.Any]) -> int:
     return len(_DEFAULT.encode(message))
 
 
-def content_hash(completion: Mapping[str, t.Any]) -> str:
-    """sha256 hex of the canonical JSON (sorted keys, compact, UTF-8) of a
-    completion; equal completions hash equal whatever their key order."""
-    return hashlib.sha256(_CANONICAL.encode(completion).encode()).hexdigest()
-
-
 # -- names -------------------------------------------------------------------
 
 
@@ -134,7 +128,7 @@ def trait_slugs(
     *,
     prefix: str = "refiner_",
 ) -> dict[str, str]:
-    """Map each answer key to its unique slug (SPEC §2).
+    """Map each answer key to its unique slug (README: What is sent to Segment).
 
     The slug is the question's ``trait`` verbatim when it is made of ASCII
     letters, digits and ``_`` (case kept), else the slugified trait, else the
@@ -172,44 +166,6 @@ def _unique(base: str, taken: set[str]) -> str:
     return slug
 
 
-def nps_group(score: int) -> str:
-    """``"promoter"`` for 9–10, ``"passive"`` for 7–8, ``"detractor"`` for 0–6."""
-    if not 0 <= score <= 10:
-        raise ValueError(f"an NPS score is 0 to 10, got {score}")
-    if score >= 9:
-        return "promoter"
-    return "passive" if score >= 7 else "detractor"
-
-
-def completion_nps_score(completion: Mapping[str, t.Any]) -> int | None:
-    """The score of the first ``"nps"`` question answered 0–10, in question order."""
-    answers = completion["response"]["answers"]
-    for q in completion["survey"].get("questions") or ():
-        if q.get("type") == "nps" and q["key"] in answers:
-            score = _nps_score(answers[q["key"]])
-            if score is not None:
-                return score
-    return None
-
-
-def _nps_score(value: t.Any) -> int | None:
-    """An int-like answer 0–10 (``9``, ``9.0``, ``"9"``), else ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    elif isinstance(value, str):
-        value = value.strip()
-        if not (value.isascii() and value.isdigit() and len(value) <= 2):
-            return None
-        value = int(value)
-    if isinstance(value, int) and 0 <= value <= 10:
-        return value
-    return None
-
-
 # -- build_messages ------------------------------------------------------------
 
 
@@ -219,8 +175,8 @@ def build_messages(
     *,
     workspace_id: str = "default",
 ) -> list[Message]:
-    """``[identify, group?, track]`` for one completion (SPEC §2), without
-    ``sentAt`` (the client adds it on every attempt).
+    """``[identify, group?, track]`` for one completion (the README's "What is
+    sent to Segment"), without ``sentAt`` (the client adds it on every attempt).
 
     - Answer traits are named ``{prefix}{slug}`` (:func:`trait_slugs`). They
       win over ``user_traits`` / account traits of the same name; the fixed
@@ -262,7 +218,7 @@ class _Builder:
         o = options
         seed: list[t.Any] = [ws, o.trait_prefix, o.event_name, o.library_name]
         seed += [o.library_version, o.max_message_bytes, completion]
-        digest = hashlib.sha256(_CANONICAL.encode(seed).encode()).digest()
+        digest = hashlib.sha256(canonical_json(seed).encode()).digest()
         self.ids = {
             kind: f"rs-{kind}-{hashlib.sha256(kind.encode() + digest).hexdigest()[:48]}"
             for kind in ("identify", "group", "track")

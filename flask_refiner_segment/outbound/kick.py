@@ -1,4 +1,9 @@
-"""Redis and RQ: the connection, the queue, and the cheap "kick" of a drain job."""
+"""Redis and RQ: the connection, the queue, and the whole kick protocol.
+
+A *kick* makes sure one drain job per workspace is queued; a *retry* schedules
+one for when a backoff ends; the *sweep* is the periodic recovery job. Jobs are
+enqueued by dotted path, so nothing here imports :mod:`.jobs`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ import redis
 from rq import Queue
 from rq import Retry
 
+from . import outbox
+
 if t.TYPE_CHECKING:
-    from .extension import _State
+    from ..config import Config
+    from ..state import State
 
 logger = logging.getLogger("flask_refiner_segment")
 
@@ -30,6 +38,11 @@ def retry_key(workspace_id: str) -> str:
 
 SWEEP_KEY = KEY_PREFIX + "sweep"
 
+#: The RQ jobs, by dotted path.
+DELIVER_JOB = "flask_refiner_segment.outbound.jobs.deliver"
+RECORD_JOB = "flask_refiner_segment.outbound.jobs.record_completion"
+SWEEP_JOB = "flask_refiner_segment.outbound.jobs.sweep"
+
 
 def connect(url: str, socket_timeout: float | None) -> redis.Redis:
     """A client for ``url``; the request path uses short timeouts."""
@@ -40,15 +53,14 @@ def connect(url: str, socket_timeout: float | None) -> redis.Redis:
     )
 
 
-def make_queue(state: _State, connection: redis.Redis | None = None) -> Queue:
+def make_queue(config: Config, connection: redis.Redis) -> Queue:
+    """The extension's RQ queue on ``connection``."""
     return Queue(
-        state.config.queue,
-        connection=connection or state.redis,
-        default_timeout=state.config.job_timeout,
+        config.queue, connection=connection, default_timeout=config.job_timeout
     )
 
 
-def _job_options(state: _State) -> dict[str, t.Any]:
+def job_options(state: State) -> dict[str, t.Any]:
     return {
         "job_timeout": state.config.job_timeout,
         "result_ttl": 60,
@@ -60,10 +72,7 @@ def _job_options(state: _State) -> dict[str, t.Any]:
     }
 
 
-_SEEN = "kick_seen"
-
-
-def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
+def kick(state: State, workspace_id: str, *, reuse: bool = False) -> bool:
     """Make sure a drain job for ``workspace_id`` is queued.
 
     One round trip: ``SET NX`` of the workspace's kick key and ``INCR`` of it,
@@ -76,9 +85,7 @@ def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
     look. Returns ``False`` when Redis is unreachable: the delivery is already
     in the database and the next sweep or ``requeue`` picks it up.
     """
-    from .jobs import deliver
-
-    seen: dict[str, float] = state.cache.setdefault(_SEEN, {})
+    seen: dict[str, float] = state.local("kick_seen", dict)
     now = time.monotonic()
     if reuse and seen.get(workspace_id, 0.0) > now:
         return True
@@ -90,7 +97,7 @@ def kick(state: _State, workspace_id: str, *, reuse: bool = False) -> bool:
         created = pipe.execute()[0]
         if created:
             try:
-                state.queue.enqueue(deliver, workspace_id, **_job_options(state))
+                state.queue.enqueue(DELIVER_JOB, workspace_id, **job_options(state))
             except Exception:
                 state.redis.delete(key)
                 raise
@@ -124,11 +131,9 @@ def release_kick(connection: redis.Redis, workspace_id: str) -> bool:
 
 
 def schedule_retry(
-    state: _State, queue: Queue, workspace_id: str, when: dt.datetime
+    state: State, queue: Queue, workspace_id: str, when: dt.datetime
 ) -> None:
     """Schedule a drain at ``when`` (naive UTC) unless an earlier one is scheduled."""
-    from .jobs import deliver
-
     connection = queue.connection
     # RQ's scheduler works in whole seconds: round up, never run early.
     stamp = float(math.ceil(when.replace(tzinfo=dt.timezone.utc).timestamp()))
@@ -141,20 +146,40 @@ def schedule_retry(
     )
     queue.enqueue_at(
         dt.datetime.fromtimestamp(stamp, dt.timezone.utc),
-        deliver,
+        DELIVER_JOB,
         workspace_id,
-        **_job_options(state),
+        **job_options(state),
     )
 
 
-def schedule_sweep(state: _State, queue: Queue, *, force: bool = False) -> bool:
+def schedule_sweep(state: State, queue: Queue, *, force: bool = False) -> bool:
     """Keep exactly one periodic sweep scheduled."""
-    from .jobs import sweep
-
     interval = state.config.sweep_interval
     if not queue.connection.set(
         SWEEP_KEY, b"1", nx=not force, ex=max(1, int(interval * 2))
     ):
         return False
-    queue.enqueue_in(dt.timedelta(seconds=interval), sweep, **_job_options(state))
+    queue.enqueue_in(dt.timedelta(seconds=interval), SWEEP_JOB, **job_options(state))
     return True
+
+
+def requeue(state: State, *, force: bool = False) -> dict[str, int]:
+    """Recover deliveries whose job was lost, and make sure jobs will run.
+
+    Deliveries claimed by a worker that died (lease expired; with ``force`` every
+    claimed one) go back to pending, and a drain job is enqueued for every
+    workspace with pending deliveries. Returns ``{"released": n, "workspaces": m}``.
+    """
+    released, pending = outbox.release_stale(state, force=force)
+    for workspace_id in pending:
+        state.redis.delete(kick_key(workspace_id))
+        kick(state, workspace_id)
+    return {"released": released, "workspaces": len(pending)}
+
+
+def retry_failed(state: State, workspace_id: str | None = None) -> int:
+    """Give failed deliveries a new retry window and kick their workspaces."""
+    n, workspace_ids = outbox.retry_failed(state, workspace_id)
+    for ws in workspace_ids:
+        kick(state, ws)
+    return n

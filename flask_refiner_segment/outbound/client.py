@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import email.utils
 import http
-import importlib.metadata
 import json
 import math
 import socket
@@ -27,12 +26,10 @@ import requests
 import requests.auth
 import urllib3.exceptions
 
-from .crypto import MASK
-from .crypto import mask
-from .values import iso_utc
-
-US_HOST = "https://api.segment.io"
-EU_HOST = "https://events.eu1.segmentapis.com"
+from ..config import library_version
+from ..core.values import iso_utc
+from ..crypto import MASK
+from ..crypto import mask
 
 #: ``ok``: 2xx. ``retry``: network error, timeout, 408, 429, 5xx except 501/505.
 #: ``unauthorized``: 401/403, the write key was rejected. ``permanent``: the rest.
@@ -40,28 +37,6 @@ Outcome = t.Literal["ok", "retry", "permanent", "unauthorized"]
 
 _BODY_MAX = 2000
 _SNIPPET_MAX = 200
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("flask-refiner-segment")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
-
-
-def resolve_api_host(region: str, custom_url: str | None = None) -> str:
-    """The base URL for ``"us"``, ``"eu"`` or ``"custom"`` (a data-plane URL,
-    trailing ``/`` stripped). Raises :exc:`ValueError` for anything else."""
-    if region == "us":
-        return US_HOST
-    if region == "eu":
-        return EU_HOST
-    if region == "custom":
-        url = (custom_url or "").strip().rstrip("/")
-        if not url:
-            raise ValueError("A custom data-plane URL is required for region 'custom'.")
-        return url
-    raise ValueError(f"Unknown region {region!r}: use 'us', 'eu' or 'custom'.")
 
 
 def classify_status(status: int) -> Outcome:
@@ -189,7 +164,7 @@ class SegmentClient:
         self.retry_after_cap = retry_after_cap
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
-        self.user_agent = user_agent or f"flask-refiner-segment/{_version()}"
+        self.user_agent = user_agent or f"flask-refiner-segment/{library_version()}"
 
     def __repr__(self) -> str:
         # A short key is hidden entirely: four characters of six is most of it.

@@ -1,35 +1,37 @@
-"""State changes of deliveries in the database (the durable outbox).
+"""The durable outbox: deliveries in the database and every change of their state.
 
 Every function uses its own short transaction on ``db.engine``; none touches the
-host's ``db.session``.
+host's ``db.session``. Nothing here talks to Redis or Segment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import random
 import typing as t
 import uuid
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
 
-from . import models
-from . import queue as _queue
-from . import workspaces
-from .models import utcnow
+from ..tables import outbound as models
+from ..tables.base import utcnow
 
 if t.TYPE_CHECKING:
+    from ..state import State
     from .client import SendResult
-    from .extension import _State
 
 
-def _table(state: _State) -> sa.Table:
-    return t.cast(sa.Table, state.models.Delivery.__table__)
+def _table(state: State) -> sa.Table:
+    return t.cast(sa.Table, state.tables.outbound.Delivery.__table__)
 
 
 @contextlib.contextmanager
-def _bookkeeping(state: _State) -> t.Iterator[sa.Connection]:
+def _bookkeeping(state: State) -> t.Iterator[sa.Connection]:
     """A transaction for a worker's state change (claim, sent, retry, failed).
 
     On PostgreSQL its commit does not wait for the WAL flush (``SET LOCAL
@@ -45,8 +47,77 @@ def _bookkeeping(state: _State) -> t.Iterator[sa.Connection]:
         yield conn
 
 
+def insert_pending(state: State, row: dict[str, t.Any]) -> bool:
+    """Record a completion as a pending delivery; ``False`` for a duplicate.
+
+    ``row`` holds ``workspace_id``, ``response_id``, ``survey_id``, ``user_id``,
+    ``payload`` (canonical JSON) and ``nps_score``. One ``INSERT .. ON CONFLICT
+    DO NOTHING`` in autocommit mode: a single statement is atomic and durable on
+    its own; autocommit spares the ``BEGIN`` and ``COMMIT`` round trips, and the
+    statement is built once per process.
+
+    :raise sqlalchemy.exc.SQLAlchemyError: the database refused.
+    """
+    now = utcnow()
+    values = {
+        **row,
+        "content_hash": hashlib.sha256(row["payload"].encode()).hexdigest(),
+        "status": models.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+        "retry_until": now + dt.timedelta(seconds=state.config.retry_window),
+    }
+    engine, stmt = state.local("insert_pending", lambda: _insert_statement(state))
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(stmt, values).rowcount)
+    except IntegrityError:  # dialects without ON CONFLICT
+        return False
+
+
+def _insert_statement(state: State) -> tuple[sa.Engine, t.Any]:
+    table = _table(state)
+    engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
+    dialect = engine.dialect.name
+    stmt: t.Any = table.insert()
+    if dialect in ("postgresql", "sqlite"):
+        stmt = (
+            postgresql.insert(table)
+            if dialect == "postgresql"
+            else sqlite.insert(table)
+        ).on_conflict_do_nothing(
+            index_elements=["workspace_id", "response_id", "content_hash"]
+        )
+    return engine, stmt
+
+
+def insert_unsent(
+    state: State, row: dict[str, t.Any], status: str, reason: str
+) -> None:
+    """Record a completion that is not sent (skipped or failed), with the reason.
+
+    :raise sqlalchemy.exc.SQLAlchemyError: the database refused.
+    """
+    now = utcnow()
+    with state.db.engine.begin() as conn:
+        conn.execute(
+            _table(state)
+            .insert()
+            .values(
+                **row,
+                status=status,
+                reason=reason,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
 def claim(
-    state: _State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
+    state: State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
 ) -> list[sa.Row[t.Any]]:
     """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
 
@@ -96,7 +167,7 @@ def claim(
     return list(rows)  # type: ignore[arg-type]
 
 
-def _update(state: _State, ids: t.Sequence[int], **values: t.Any) -> None:
+def _update(state: State, ids: t.Sequence[int], **values: t.Any) -> None:
     if not ids:
         return
     table = _table(state)
@@ -105,7 +176,7 @@ def _update(state: _State, ids: t.Sequence[int], **values: t.Any) -> None:
         conn.execute(table.update().where(table.c.id.in_(list(ids))).values(**values))
 
 
-def mark_sent(state: _State, ids: t.Sequence[int], status_code: int | None) -> None:
+def mark_sent(state: State, ids: t.Sequence[int], status_code: int | None) -> None:
     now = utcnow()
     _update(
         state,
@@ -122,7 +193,7 @@ def mark_sent(state: _State, ids: t.Sequence[int], status_code: int | None) -> N
 
 
 def mark_failed(
-    state: _State, ids: t.Sequence[int], reason: str, status_code: int | None = None
+    state: State, ids: t.Sequence[int], reason: str, status_code: int | None = None
 ) -> None:
     _update(
         state,
@@ -137,7 +208,7 @@ def mark_failed(
     )
 
 
-def backoff(state: _State, attempts: int, retry_after: float | None) -> float:
+def backoff(state: State, attempts: int, retry_after: float | None) -> float:
     """Seconds to wait after ``attempts`` failed attempts: exponential with jitter.
 
     ``Retry-After`` (already capped by the client) is a floor.
@@ -151,7 +222,7 @@ def backoff(state: _State, attempts: int, retry_after: float | None) -> float:
 
 
 def mark_retry(
-    state: _State,
+    state: State,
     workspace_id: str,
     rows: t.Sequence[sa.Row[t.Any]],
     result: SendResult,
@@ -204,7 +275,7 @@ def mark_retry(
     return expired, next_at
 
 
-def release(state: _State, ids: t.Sequence[int], reason: str | None = None) -> None:
+def release(state: State, ids: t.Sequence[int], reason: str | None = None) -> None:
     """Return claimed deliveries unsent (the write key was rejected)."""
     values: dict[str, t.Any] = {}
     if reason is not None:
@@ -220,7 +291,7 @@ def release(state: _State, ids: t.Sequence[int], reason: str | None = None) -> N
     )
 
 
-def next_due(state: _State, workspace_id: str) -> dt.datetime | None:
+def next_due(state: State, workspace_id: str) -> dt.datetime | None:
     """When the earliest pending delivery of a workspace is due."""
     table = _table(state)
     with state.db.engine.connect() as conn:
@@ -235,23 +306,11 @@ def next_due(state: _State, workspace_id: str) -> dt.datetime | None:
         )
 
 
-def counts(state: _State, workspace_id: str | None = None) -> dict[str, int]:
-    """Deliveries per status (every status listed, zeros included)."""
-    table = _table(state)
-    query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
-    if workspace_id is not None:
-        query = query.where(table.c.workspace_id == workspace_id)
-    with state.db.engine.connect() as conn:
-        found = {status: int(n) for status, n in conn.execute(query)}
-    return {status: found.get(status, 0) for status in models.STATUSES}
+def release_stale(state: State, *, force: bool = False) -> tuple[int, list[str]]:
+    """Put deliveries claimed by a worker that died back to pending.
 
-
-def requeue(state: _State, *, force: bool = False) -> dict[str, int]:
-    """Recover deliveries whose job was lost, and make sure jobs will run.
-
-    Deliveries claimed by a worker that died (lease expired; with ``force`` every
-    claimed one) go back to pending, and a drain job is enqueued for every
-    workspace with pending deliveries. Returns ``{"released": n, "workspaces": m}``.
+    A claim whose lease expired (with ``force``, every claim) is released.
+    Returns how many were released and the workspaces with pending deliveries.
     """
     table = _table(state)
     now = utcnow()
@@ -271,21 +330,23 @@ def requeue(state: _State, *, force: bool = False) -> dict[str, int]:
             )
         ).rowcount
         pending = [
-            ws
+            str(ws)
             for (ws,) in conn.execute(
                 sa.select(table.c.workspace_id)
                 .where(table.c.status == models.PENDING)
                 .distinct()
             )
         ]
-    for workspace_id in pending:
-        state.redis.delete(_queue.kick_key(workspace_id))
-        _queue.kick(state, workspace_id)
-    return {"released": int(released or 0), "workspaces": len(pending)}
+    return int(released or 0), pending
 
 
-def retry_failed(state: _State, workspace_id: str | None = None) -> int:
-    """Give failed deliveries a new retry window; returns how many."""
+def retry_failed(
+    state: State, workspace_id: str | None = None
+) -> tuple[int, list[str]]:
+    """Give failed deliveries a new retry window.
+
+    Returns how many, and their workspaces (to kick).
+    """
     table = _table(state)
     now = utcnow()
     query = sa.and_(table.c.status == models.FAILED, table.c.payload.is_not(None))
@@ -308,62 +369,4 @@ def retry_failed(state: _State, workspace_id: str | None = None) -> int:
                 updated_at=now,
             )
         ).rowcount
-    for ws in workspace_ids:
-        _queue.kick(state, ws)
-    return int(n or 0)
-
-
-def send_test(state: _State, workspace_id: str | None = None) -> SendResult:
-    """Send one test ``track`` synchronously and return Segment's answer.
-
-    An accepted test lifts a 401/403 pause; a rejected key pauses deliveries.
-    """
-    from .client import SegmentClient
-    from .payload import BuildOptions
-    from .payload import build_messages
-
-    ws = workspace_id or state.config.default_workspace
-    settings = workspaces.load(state, ws, fresh=True)
-    if not settings.write_key:
-        raise LookupError(settings.error or "No Segment write key is configured.")
-    now = dt.datetime.now(dt.timezone.utc)
-    completion = {
-        "user_id": "refiner-segment-test",
-        "survey": {"id": "refiner-segment-test", "name": "Test event", "questions": []},
-        "response": {
-            "id": f"test-{now.timestamp():.6f}",
-            "completed_at": now.isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z"
-            ),
-            "answers": {},
-        },
-        "account": None,
-        "user_traits": {},
-    }
-    options = BuildOptions(
-        trait_prefix=settings.trait_prefix,
-        event_name=settings.track_event,
-        library_version=state.version,
-    )
-    track = [
-        m
-        for m in build_messages(completion, options, workspace_id=ws)
-        if m["type"] == "track"
-    ]
-    client = SegmentClient(
-        settings.api_host,
-        settings.write_key,
-        connect_timeout=state.config.connect_timeout,
-        read_timeout=state.config.read_timeout,
-        retry_after_cap=state.config.retry_after_max,
-    )
-    try:
-        result = client.send(track)
-    finally:
-        client.close()
-    if result.outcome == "ok" and settings.paused:
-        workspaces.clear_rejected(state, ws)
-        _queue.kick(state, ws)  # the deliveries that waited go now
-    elif result.outcome == "unauthorized":
-        workspaces.mark_rejected(state, ws, settings.write_key, result.error)
-    return result
+    return int(n or 0), [str(ws) for ws in workspace_ids]

@@ -8,6 +8,9 @@ import typing as t
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from .base import BigId
+from .base import utcnow
+
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
@@ -19,23 +22,15 @@ FAILED = "failed"
 SKIPPED = "skipped"
 STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED)
 
-#: A 64-bit key on PostgreSQL, SQLite's rowid on SQLite.
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-
-def utcnow() -> dt.datetime:
-    """The current time as a naive UTC datetime, the way every column stores it."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Models(t.NamedTuple):
+class OutboundModels(t.NamedTuple):
     """The concrete outbound model classes of one extension instance."""
 
     Workspace: t.Any
     Delivery: t.Any
 
 
-def make_models(db: SQLAlchemy) -> Models:
+def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
     """Define the outbound tables on ``db.metadata`` (called once per extension)."""
 
     class Workspace(db.Model):  # type: ignore[name-defined,misc]
@@ -123,4 +118,4 @@ def make_models(db: SQLAlchemy) -> Models:
                 f" {self.status}>"
             )
 
-    return Models(Workspace=Workspace, Delivery=Delivery)
+    return OutboundModels(Workspace=Workspace, Delivery=Delivery)

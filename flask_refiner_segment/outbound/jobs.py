@@ -1,0 +1,83 @@
+"""RQ jobs. Module-level functions with primitive arguments only (no secrets).
+
+They are enqueued by dotted path (:data:`.kick.DELIVER_JOB`, ...) and need the
+Flask app context, which ``flask refiner-segment worker`` provides; each job
+pushes a fresh context of that app, so it gets its own ``db.session``.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from flask import Flask
+from flask import current_app
+from rq import Queue
+from rq import get_current_job
+
+from ..core.completion import completion_nps_score
+from ..state import State
+from ..state import get_state
+from . import kick
+from . import outbox
+from .sender import Drain
+
+
+def _app() -> Flask:
+    try:
+        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    except RuntimeError:
+        raise RuntimeError(
+            "flask-refiner-segment jobs need the Flask app context: run the worker"
+            " with `flask refiner-segment worker`."
+        ) from None
+
+
+def _job_queue(state: State) -> Queue:
+    job = get_current_job()
+    if job is not None:
+        return kick.make_queue(state.config, job.connection)
+    return state.queue
+
+
+def deliver(workspace_id: str) -> dict[str, int]:
+    """Drain the workspace's due pending deliveries in batch requests."""
+    with _app().app_context():
+        state = get_state()
+        return Drain(state, workspace_id, _job_queue(state)).run()
+
+
+def record_completion(
+    workspace_id: str,
+    response_id: str | None,
+    survey_id: str | None,
+    user_id: str | None,
+    payload: str,
+) -> bool:
+    """Record a completion that reached Redis while the database was down.
+
+    A database error raises, so RQ retries the job.
+    """
+    with _app().app_context():
+        state = get_state()
+        row = {
+            "workspace_id": workspace_id,
+            "response_id": response_id,
+            "survey_id": survey_id,
+            "user_id": user_id,
+            "payload": payload,
+            "nps_score": completion_nps_score(json.loads(payload)),
+        }
+        inserted = outbox.insert_pending(state, row)
+        if inserted:
+            kick.kick(state, workspace_id)
+        return inserted
+
+
+def sweep() -> dict[str, int]:
+    """Periodic recovery: release expired leases, kick workspaces, reschedule."""
+    with _app().app_context():
+        state = get_state()
+        result = kick.requeue(state)
+        kick.schedule_sweep(state, _job_queue(state), force=True)
+        return result

@@ -1,0 +1,285 @@
+"""Sending to Segment: one drain of a workspace's due deliveries, and the test event.
+
+The Segment client is built here only (:func:`make_client`), from the
+workspace's effective settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import typing as t
+
+from flask import Flask
+from flask import current_app
+
+from ..core.completion import InvalidCompletion
+from ..core.messages import BuildOptions
+from ..core.messages import MessageTooLarge
+from ..core.messages import build_messages
+from ..core.messages import chunk_batches
+from ..signals import delivery_failed
+from ..signals import delivery_succeeded
+from ..tables.base import utcnow
+from . import kick
+from . import outbox
+from . import settings
+from .client import SegmentClient
+from .client import SendResult
+
+if t.TYPE_CHECKING:
+    import sqlalchemy as sa
+    from rq import Queue
+
+    from ..state import State
+    from .settings import WorkspaceSettings
+
+logger = logging.getLogger("flask_refiner_segment")
+
+
+def make_client(state: State, current: WorkspaceSettings) -> SegmentClient:
+    """A client for the workspace's Segment source (it must have a write key)."""
+    assert current.write_key is not None
+    return SegmentClient(
+        current.api_host,
+        current.write_key,
+        connect_timeout=state.config.connect_timeout,
+        read_timeout=state.config.read_timeout,
+        retry_after_cap=state.config.retry_after_max,
+    )
+
+
+def build_options(state: State, current: WorkspaceSettings) -> BuildOptions:
+    """How the workspace's messages are built."""
+    return BuildOptions(
+        trait_prefix=current.trait_prefix,
+        event_name=current.track_event,
+        library_version=state.version,
+    )
+
+
+def _app() -> Flask:
+    return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def send_test(state: State, workspace_id: str | None = None) -> SendResult:
+    """Send one test ``track`` synchronously and return Segment's answer.
+
+    An accepted test lifts a 401/403 pause; a rejected key pauses deliveries.
+    """
+    ws = state.workspace(workspace_id)
+    current = settings.load(state, ws, fresh=True)
+    if not current.write_key:
+        raise LookupError(current.error or "No Segment write key is configured.")
+    now = dt.datetime.now(dt.timezone.utc)
+    completion = {
+        "user_id": "refiner-segment-test",
+        "survey": {"id": "refiner-segment-test", "name": "Test event", "questions": []},
+        "response": {
+            "id": f"test-{now.timestamp():.6f}",
+            "completed_at": now.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            ),
+            "answers": {},
+        },
+        "account": None,
+        "user_traits": {},
+    }
+    options = build_options(state, current)
+    track = [
+        m
+        for m in build_messages(completion, options, workspace_id=ws)
+        if m["type"] == "track"
+    ]
+    client = make_client(state, current)
+    try:
+        result = client.send(track)
+    finally:
+        client.close()
+    if result.outcome == "ok" and current.paused:
+        settings.clear_rejected(state, ws)
+        kick.kick(state, ws)  # the deliveries that waited go now
+    elif result.outcome == "unauthorized":
+        settings.mark_rejected(state, ws, current.write_key, result.error)
+    return result
+
+
+class Drain:
+    """One drain of a workspace's due deliveries (the ``deliver`` job)."""
+
+    def __init__(self, state: State, workspace_id: str, queue: Queue) -> None:
+        self.state = state
+        self.workspace_id = workspace_id
+        self.queue = queue
+        self.stats = {"sent": 0, "retry": 0, "failed": 0, "requests": 0}
+        self.paused = False
+        self.client: SegmentClient | None = None
+
+    def run(self) -> dict[str, int]:
+        state, ws = self.state, self.workspace_id
+        # A later retry gets scheduled anew. The kick key stays while this job
+        # drains, so completions recorded meanwhile do not queue more jobs.
+        self.queue.connection.delete(kick.retry_key(ws))
+        seen = True
+        try:
+            self._drain()
+        finally:
+            # From now on a completion kicks a new job.
+            seen = kick.release_kick(self.queue.connection, ws)
+        if not self.paused and self.client is not None:
+            if seen:
+                # A process that found the key taken may skip its kicks for this
+                # long (queue.kick): what it records meanwhile is seen below.
+                time.sleep(state.config.kick_cache_seconds)
+            self._follow_up()
+        kick.schedule_sweep(state, self.queue)
+        return self.stats
+
+    def _drain(self) -> None:
+        state, ws = self.state, self.workspace_id
+        current = settings.load(state, ws, fresh=True)
+        if not current.enabled or not current.write_key or current.paused:
+            logger.info(
+                "Deliveries of workspace %r wait: %s.",
+                ws,
+                "paused, the write key was rejected"
+                if current.paused
+                else current.skip_reason(None),
+            )
+            return
+        self.settings = current
+        self.options = build_options(state, current)
+        self.client = make_client(state, current)
+        deadline = time.monotonic() + state.config.job_timeout / 2
+        started = utcnow()
+        size, linger = state.config.batch_size, state.config.batch_linger
+        try:
+            while not self.paused and time.monotonic() < deadline:
+                # Keep draining what arrives meanwhile (one job, not one per
+                # kick, under steady load); once a batch is to be retried, only
+                # what was due at the start: a retry waits in a later job.
+                due_by = started if self.stats["retry"] else utcnow()
+                rows = outbox.claim(state, ws, size, due_by)
+                if not rows:
+                    break
+                self._send_rows(rows)
+                if len(rows) < size and linger > 0 and not self.stats["retry"]:
+                    time.sleep(linger)  # let the next batch fill up
+        finally:
+            self.client.close()
+
+    def _follow_up(self) -> None:
+        when = outbox.next_due(self.state, self.workspace_id)
+        if when is None:
+            return
+        if when <= utcnow():
+            kick.kick(self.state, self.workspace_id)
+        else:
+            kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
+
+    def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:
+        built: list[sa.Row[t.Any]] = []
+        groups: list[list[dict[str, t.Any]]] = []
+        for row in rows:
+            try:
+                groups.append(
+                    build_messages(
+                        json.loads(row.payload),
+                        self.options,
+                        workspace_id=self.workspace_id,
+                    )
+                )
+            except (MessageTooLarge, InvalidCompletion, ValueError, TypeError) as exc:
+                self._fail([row], f"cannot be sent: {exc}", None)
+                continue
+            built.append(row)
+        chunks = chunk_batches(groups)
+        for n, chunk in enumerate(chunks):
+            if self.paused:
+                rest = [built[i].id for c in chunks[n:] for i in c]
+                outbox.release(self.state, rest)
+                return
+            self._send_chunk([built[i] for i in chunk], [groups[i] for i in chunk])
+
+    def _send_chunk(
+        self, rows: list[sa.Row[t.Any]], groups: list[list[dict[str, t.Any]]]
+    ) -> None:
+        if self.paused:
+            outbox.release(self.state, [row.id for row in rows])
+            return
+        messages = [m for group in groups for m in group]
+        assert self.client is not None  # set before anything is claimed
+        result = self.client.send(messages, attempt=max(row.attempts for row in rows))
+        self.stats["requests"] += 1
+        if result.outcome == "ok":
+            ids = [row.id for row in rows]
+            outbox.mark_sent(self.state, ids, result.status_code)
+            self.stats["sent"] += len(rows)
+            delivery_succeeded.send(
+                _app(),
+                workspace_id=self.workspace_id,
+                delivery_ids=ids,
+                response_ids=[row.response_id for row in rows],
+            )
+        elif result.outcome == "retry":
+            expired, next_at = outbox.mark_retry(
+                self.state, self.workspace_id, rows, result
+            )
+            self.stats["retry"] += len(rows) - len(expired)
+            gone = set(expired)
+            self._fail(
+                [r for r in rows if r.id in gone], result.error, None, mark=False
+            )
+            logger.warning(
+                "Segment batch of %d deliveries will be retried at %s: %s",
+                len(rows),
+                next_at.isoformat(),
+                result.error,
+            )
+        elif result.outcome == "unauthorized":
+            self.paused = True
+            reason = f"Segment rejected the write key: {result.error}"
+            settings.mark_rejected(
+                self.state,
+                self.workspace_id,
+                t.cast(str, self.settings.write_key),
+                reason,
+            )
+            outbox.release(self.state, [row.id for row in rows], reason)
+            logger.error("Workspace %r paused: %s", self.workspace_id, reason)
+        elif len(rows) > 1:
+            # One bad message must not hold the others hostage: bisect.
+            half = len(rows) // 2
+            self._send_chunk(rows[:half], groups[:half])
+            self._send_chunk(rows[half:], groups[half:])
+        else:
+            reason = f"{result.error} {result.body}".strip()
+            self._fail(rows, reason, result.status_code)
+
+    def _fail(
+        self,
+        rows: list[sa.Row[t.Any]],
+        reason: str,
+        code: int | None,
+        *,
+        mark: bool = True,
+    ) -> None:
+        if not rows:
+            return
+        if mark:
+            outbox.mark_failed(self.state, [row.id for row in rows], reason, code)
+        self.stats["failed"] += len(rows)
+        logger.error(
+            "Deliveries %s failed: %s", [row.response_id for row in rows], reason
+        )
+        for row in rows:
+            delivery_failed.send(
+                _app(),
+                workspace_id=self.workspace_id,
+                delivery_id=row.id,
+                response_id=row.response_id,
+                reason=reason,
+                status_code=code,
+            )

@@ -1,0 +1,185 @@
+"""Per-workspace settings of the Segment source: the effective values (stored,
+overridden by app config), cached per process, and every change to them.
+
+Changes run in the extension's own transactions, never on the host's
+``db.session``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from .. import workspaces
+from ..core.urls import resolve_api_host
+from ..crypto import SecretUnavailable
+from ..crypto import hint
+from ..crypto import mask
+from ..state import TTLCache
+from ..tables.base import utcnow
+
+if t.TYPE_CHECKING:
+    from ..state import State
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkspaceSettings:
+    """What the pipeline and the settings page need to know about a workspace."""
+
+    workspace_id: str
+    enabled: bool
+    write_key: str | None = dataclasses.field(repr=False)
+    #: ``"config"``, ``"stored"`` or ``None`` when there is no key.
+    write_key_source: str | None
+    write_key_masked: str
+    region: str
+    custom_api_host: str | None
+    api_host: str
+    api_host_from_config: bool
+    track_event: str
+    trait_prefix: str
+    surveys: frozenset[str] | None
+    #: The current key was answered 401/403: deliveries wait.
+    paused: bool
+    attention_reason: str | None
+    #: A problem reading the stored settings (e.g. the key cannot be decrypted).
+    error: str | None
+
+    @property
+    def sendable(self) -> bool:
+        """Whether new completions are queued for Segment."""
+        return self.enabled and bool(self.write_key)
+
+    def skip_reason(self, survey_id: str | None) -> str | None:
+        """Why a completion of this survey is not queued, or ``None``."""
+        if not self.enabled:
+            return "integration disabled"
+        if not self.write_key:
+            return self.error or "no Segment write key configured"
+        if self.surveys is not None and survey_id not in self.surveys:
+            return f"survey {survey_id!r} is not selected to send"
+        return None
+
+
+def _cache(state: State) -> TTLCache[WorkspaceSettings]:
+    return state.local(
+        "settings", lambda: TTLCache(state.config.settings_cache_seconds)
+    )
+
+
+def load(state: State, workspace_id: str, *, fresh: bool = False) -> WorkspaceSettings:
+    """Effective settings, cached ``SETTINGS_CACHE_SECONDS`` unless ``fresh``."""
+    cache = _cache(state)
+    if not fresh:
+        cached = cache.get(workspace_id)
+        if cached is not None:
+            return cached
+    row = workspaces.stored(state, workspace_id)
+    settings = _effective(state, workspace_id, row)
+    cache.put(workspace_id, settings)
+    return settings
+
+
+def invalidate(state: State, workspace_id: str | None = None) -> None:
+    """Forget cached settings after a change."""
+    if workspace_id is None:
+        _cache(state).clear()
+    else:
+        _cache(state).pop(workspace_id)
+
+
+def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings:
+    config = state.config
+    is_default = workspace_id == config.default_workspace
+    error = None
+    write_key: str | None = None
+    source: str | None = None
+    key_hint: str | None = None
+    if is_default and config.write_key:
+        write_key, source = config.write_key, "config"
+    elif row is not None and row.write_key_encrypted:
+        try:
+            write_key = state.box.decrypt(row.write_key_encrypted)
+            source = "stored"
+        except SecretUnavailable as exc:
+            error = str(exc)
+            key_hint = row.write_key_hint
+    region = row.region if row is not None else "us"
+    custom = row.custom_api_host if row is not None else None
+    from_config = bool(is_default and config.api_host)
+    if from_config:
+        api_host = str(config.api_host).rstrip("/")
+    else:
+        try:
+            api_host = resolve_api_host(region, custom)
+        except ValueError as exc:
+            api_host, error = resolve_api_host("us"), str(exc)
+    paused = bool(
+        write_key
+        and row is not None
+        and row.rejected_key_fingerprint
+        and row.rejected_key_fingerprint == state.box.fingerprint(write_key)
+    )
+    surveys = row.surveys if row is not None else None
+    return WorkspaceSettings(
+        workspace_id=workspace_id,
+        enabled=row.enabled if row is not None else True,
+        write_key=write_key,
+        write_key_source=source,
+        write_key_masked=mask(write_key, key_hint),
+        region=region,
+        custom_api_host=custom,
+        api_host=api_host,
+        api_host_from_config=from_config,
+        track_event=(row.track_event if row is not None else None)
+        or config.track_event,
+        trait_prefix=(
+            row.trait_prefix
+            if row is not None and row.trait_prefix is not None
+            else config.trait_prefix
+        ),
+        surveys=frozenset(surveys) if surveys is not None else None,
+        paused=paused,
+        attention_reason=row.attention_reason if paused and row is not None else None,
+        error=error,
+    )
+
+
+def write_key_values(state: State, write_key: str) -> dict[str, t.Any]:
+    """The columns that store a new write key encrypted; a new key lifts a
+    401/403 pause."""
+    return {
+        "write_key_encrypted": state.box.encrypt(write_key),
+        "write_key_hint": hint(write_key),
+        "rejected_key_fingerprint": None,
+        "attention_reason": None,
+        "attention_at": None,
+    }
+
+
+def mark_rejected(state: State, workspace_id: str, write_key: str, reason: str) -> None:
+    """Pause deliveries of a workspace whose current write key Segment rejected."""
+    workspaces.update(
+        state,
+        workspace_id,
+        {
+            "rejected_key_fingerprint": state.box.fingerprint(write_key),
+            "attention_reason": reason,
+            "attention_at": utcnow(),
+        },
+    )
+    invalidate(state, workspace_id)
+
+
+def clear_rejected(state: State, workspace_id: str) -> None:
+    """Lift a pause, e.g. after a test event was accepted."""
+    workspaces.update(
+        state,
+        workspace_id,
+        {
+            "rejected_key_fingerprint": None,
+            "attention_reason": None,
+            "attention_at": None,
+        },
+    )
+    invalidate(state, workspace_id)
