@@ -1,28 +1,30 @@
-"""Old names kept for a while: each warns and calls its replacement."""
+"""Old names kept for a while: using one warns and gives its replacement."""
 
 from __future__ import annotations
 
-import functools
 import typing as t
 import warnings
-
-F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 #: The version that removes the deprecated names.
 REMOVED_IN = "0.3"
 
+#: Old name -> (the object that replaces it, what to use instead).
+Moved = t.Mapping[str, tuple[t.Any, str]]
 
-def alias(func: F, old: str, new: str) -> F:
-    """``func`` under its old name ``old``, warning that ``new`` replaces it."""
 
-    @functools.wraps(func)
-    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        warnings.warn(
-            f"'{old}' is deprecated and will be removed in {REMOVED_IN}."
-            f" Use '{new}' instead.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return func(*args, **kwargs)
+def warn(old: str, new: str) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new``."""
+    warnings.warn(
+        f"'{old}' is deprecated and will be removed in {REMOVED_IN}. Use '{new}'.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
-    return t.cast(F, wrapper)
+
+def moved(module: str, name: str, table: Moved) -> t.Any:
+    """A module's ``__getattr__`` for names that moved (PEP 562)."""
+    if name not in table:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    value, new = table[name]
+    warn(f"{module}.{name}", new)
+    return value

@@ -19,7 +19,7 @@ from .cli import cli
 from .config import library_version
 from .config import read_config
 from .crypto import make_box
-from .deprecation import alias
+from .deprecation import warn
 from .inbound import auth
 from .inbound import queries
 from .inbound.views import make_inbound_blueprint
@@ -40,14 +40,10 @@ from .web.settings import make_blueprint
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-    from .inbound.queries import Account
-    from .inbound.queries import Event
     from .inbound.queries import Profile
-    from .inbound.queries import View
     from .outbound.client import SendResult
     from .outbound.settings import WorkspaceSettings
     from .segments.service import Rules
-    from .segments.service import SavedSegment
     from .segments.service import SegmentRef
 
 GuardT = t.TypeVar("GuardT", bound=t.Callable[[], bool])
@@ -183,7 +179,7 @@ class RefinerSegment:
         """
         return sender.send_test(get_state(), workspace_id)
 
-    # -- inbound ------------------------------------------------------------
+    # -- inbound (the functions' own docs: flask_refiner_segment.inbound.queries) --
 
     def rotate_inbound_key(self, workspace_id: str | None = None) -> str:
         """Generate a new inbound API key and return it (it is shown only once).
@@ -193,41 +189,18 @@ class RefinerSegment:
         state = get_state()
         return auth.rotate_key(state, state.workspace(workspace_id))
 
-    def get_profile(
-        self, user_id: str, workspace_id: str | None = None, *, events_limit: int = 20
-    ) -> Profile | None:
-        """What Segment sent about a user: traits, accounts, recent events."""
-        return queries.get_profile(user_id, workspace_id, events_limit=events_limit)
-
-    def get_account(
-        self, group_id: str, workspace_id: str | None = None
-    ) -> Account | None:
-        """An account (Segment group): its traits and user ids."""
-        return queries.get_account(group_id, workspace_id)
-
-    def recent_events(
-        self, user_id: str, limit: int = 50, workspace_id: str | None = None
-    ) -> list[Event]:
-        """A user's latest tracked events from Segment, newest first."""
-        return queries.recent_events(user_id, limit, workspace_id)
-
-    def recent_views(
-        self, user_id: str, limit: int = 50, workspace_id: str | None = None
-    ) -> list[View]:
-        """A user's latest page/screen views from Segment, newest first."""
-        return queries.recent_views(user_id, limit, workspace_id)
+    get_profile = staticmethod(queries.get_profile)
+    get_account = staticmethod(queries.get_account)
+    recent_events = staticmethod(queries.recent_events)
+    recent_views = staticmethod(queries.recent_views)
 
     def prune_events(self, older_than_days: int | None = None) -> dict[str, int]:
         """Delete inbound events and views older than the retention."""
         return queries.prune(older_than_days)
 
-    # -- segments -----------------------------------------------------------
+    # -- segments (the functions' own docs: flask_refiner_segment.segments.service)
 
-    def is_member(
-        self, user_id: str, segment: SegmentRef, workspace_id: str | None = None
-    ) -> bool:
-        """Whether a user is in a segment (a saved segment, its id or a rules dict)."""
-        return segments.is_member(user_id, segment, workspace_id)
+    is_member = staticmethod(segments.is_member)
 
     def segment_count(
         self, segment: SegmentRef, workspace_id: str | None = None
@@ -251,51 +224,20 @@ class RefinerSegment:
         """The ``SELECT`` of member user ids, to join with the host's tables."""
         return segments.members_query(workspace_id, rules)
 
-    def create_segment(
-        self, name: str, rules: Rules, workspace_id: str | None = None
-    ) -> SavedSegment:
-        """Validate and save a named segment (raises ``SegmentRuleError``)."""
-        return segments.create_segment(name, rules, workspace_id)
-
-    def get_segment(
-        self, segment_id: int, workspace_id: str | None = None
-    ) -> SavedSegment | None:
-        """A saved segment by id, or ``None``."""
-        return segments.get_segment(segment_id, workspace_id)
-
-    def get_segment_by_name(
-        self, name: str, workspace_id: str | None = None
-    ) -> SavedSegment | None:
-        """A saved segment by its name, or ``None``."""
-        return segments.get_segment_by_name(name, workspace_id)
-
-    def list_segments(self, workspace_id: str | None = None) -> list[SavedSegment]:
-        """The workspace's saved segments, by name."""
-        return segments.list_segments(workspace_id)
-
-    def update_segment(
-        self,
-        segment_id: int,
-        *,
-        name: str | None = None,
-        rules: Rules | None = None,
-        workspace_id: str | None = None,
-    ) -> SavedSegment:
-        """Change a segment's name and/or rules."""
-        return segments.update_segment(
-            segment_id, name=name, rules=rules, workspace_id=workspace_id
-        )
-
-    def delete_segment(self, segment_id: int, workspace_id: str | None = None) -> bool:
-        """Delete a saved segment; ``False`` when there was none."""
-        return segments.delete_segment(segment_id, workspace_id)
+    create_segment = staticmethod(segments.create_segment)
+    get_segment = staticmethod(segments.get_segment)
+    get_segment_by_name = staticmethod(segments.get_segment_by_name)
+    list_segments = staticmethod(segments.list_segments)
+    update_segment = staticmethod(segments.update_segment)
+    delete_segment = staticmethod(segments.delete_segment)
 
     # -- deprecated ---------------------------------------------------------
 
     @property
     def profile(self) -> t.Callable[..., Profile | None]:
         """Deprecated: :meth:`get_profile`."""
-        return alias(self.get_profile, "RefinerSegment.profile", "get_profile")
+        warn("RefinerSegment.profile", "RefinerSegment.get_profile")
+        return self.get_profile
 
     # -- the receiver -------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http
 import logging
 import math
@@ -24,6 +25,7 @@ from ..outbound import kick
 from ..outbound import log
 from ..outbound import sender
 from ..outbound import settings as outbound_settings
+from ..state import State
 from ..state import get_state
 from ..tables import outbound as models
 from .forms import ActionForm
@@ -33,7 +35,6 @@ from .forms import WebhookSecretForm
 if t.TYPE_CHECKING:
     from ..outbound.client import SendResult
     from ..outbound.settings import WorkspaceSettings
-    from ..state import State
 
 logger = logging.getLogger("flask_refiner_segment")
 
@@ -97,11 +98,8 @@ def make_blueprint() -> Blueprint:
         return redirect(url_for(".settings"))
 
     @bp.post("/test")
-    def send_test() -> Page:
-        state = get_state()
-        ws = state.current_workspace()
-        if not ActionForm().validate():
-            return _refuse(state, ws)
+    @_action
+    def send_test(state: State, ws: str) -> Page:
         current = outbound_settings.load(state, ws, fresh=True)
         try:
             result = sender.send_test(state, ws)
@@ -113,22 +111,16 @@ def make_blueprint() -> Blueprint:
         return redirect(url_for(".settings"))
 
     @bp.post("/retry-failed")
-    def retry_failed() -> Page:
-        state = get_state()
-        ws = state.current_workspace()
-        if not ActionForm().validate():
-            return _refuse(state, ws)
+    @_action
+    def retry_failed(state: State, ws: str) -> Page:
         n = kick.retry_failed(state, ws)
         noun = "delivery" if n == 1 else "deliveries"
         flash(f"{n} failed {noun} queued again.", "success")
         return redirect(url_for(".settings"))
 
     @bp.post("/rotate-key")
-    def rotate_key() -> Page:
-        state = get_state()
-        ws = state.current_workspace()
-        if not ActionForm().validate():
-            return _refuse(state, ws)
+    @_action
+    def rotate_key(state: State, ws: str) -> Page:
         if auth.key_from_config(state, ws):
             flash(
                 "The inbound API key is set in app config"
@@ -271,6 +263,21 @@ def _url_or_none(endpoint: str) -> str | None:
         return url_for(endpoint)
     except BuildError:
         return None
+
+
+def _action(view: t.Callable[[State, str], Page]) -> t.Callable[[], Page]:
+    """A button's view: called with the state and workspace once the CSRF
+    token checks out; the page with an error (400) otherwise."""
+
+    @functools.wraps(view)
+    def checked() -> Page:
+        state = get_state()
+        ws = state.current_workspace()
+        if not ActionForm().validate():
+            return _refuse(state, ws)
+        return view(state, ws)
+
+    return checked
 
 
 def _refuse(state: State, ws: str) -> tuple[str, int]:

@@ -1,0 +1,1 @@
+"""The settings page and what every page of the extension shares."""
