@@ -425,12 +425,33 @@ def test_x_signature(inbound_app):
         response = post(inbound_app, json.dumps(track("t-2")).encode(), headers)
         assert response.status_code == 401
         assert response.json["error"] == "bad_signature"
-    # Webhooks sign only the first event of a batch.
-    batch = [track("b-1"), track("b-2")]
-    first = json.dumps(batch[0], separators=(",", ":"), ensure_ascii=False).encode()
-    headers = {**segment_headers(), "X-Signature": sign(secret, first)}
-    assert post(inbound_app, batch, headers).json["stored"] == 2
+    # A batch is signed whole: the signature of the exact raw body.
+    batch = json.dumps([track("b-1"), track("b-2")]).encode()
+    signed = {**segment_headers(), "X-Signature": sign(secret, batch)}
+    assert post(inbound_app, batch, signed).json["stored"] == 2
     assert counts(inbound_app)["refiner_segment_event"] == 3
+
+
+def test_a_signature_of_part_of_the_body_admits_nothing(inbound_app):
+    """A captured signed message cannot carry unsigned ones into the store."""
+    from .test_inbound_support import sign
+
+    secret = "whsec-3b8e"
+    _set_secret(inbound_app, secret)
+    captured = track("c-1")
+    forged = identify(traits={"is_admin": True})
+    body = json.dumps([captured, forged]).encode()
+    for signed_part in (
+        json.dumps(captured, separators=(",", ":"), ensure_ascii=False).encode(),
+        json.dumps(captured).encode(),
+        body[:-1],
+    ):
+        headers = {**segment_headers(), "X-Signature": sign(secret, signed_part)}
+        response = post(inbound_app, body, headers)
+        assert response.status_code == 401
+        assert response.json["error"] == "bad_signature"
+    assert counts(inbound_app)["refiner_segment_event"] == 0
+    assert profile(inbound_app) is None
 
 
 # -- answers ---------------------------------------------------------------------
