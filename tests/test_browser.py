@@ -47,8 +47,10 @@ def test_admin_walk(
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            # First view: styled page, a fresh inbound key to copy.
+            # First view: styled page; an inbound key only on an explicit POST.
             assert page.goto(url).status == 200
+            assert page.is_visible("#no-inbound-key")
+            page.click("#generate-key")
             assert page.inner_text("#new-inbound-key").startswith("rsk_")
             assert page.eval_on_selector(
                 "#save", "e => getComputedStyle(e).backgroundColor"

@@ -493,15 +493,25 @@ def test_redis_down_is_not_a_500(
 # -- inbound -----------------------------------------------------------------
 
 
-def test_inbound_key_generated_on_first_view_and_rotated(page_app: Flask) -> None:
+def test_get_never_writes_and_the_key_is_generated_by_a_post(page_app: Flask) -> None:
     client = page_app.test_client()
-    response = client.get(URL)
-    assert response.headers["Cache-Control"] == "no-store"
-    html = response.get_data(as_text=True)
-    first = re.search(r'id="new-inbound-key">([^<]+)<', html).group(1)  # type: ignore[union-attr]
+    for _ in range(2):  # a view (or a cross-site GET) changes nothing
+        response = client.get(URL)
+        assert response.status_code == 200
+        html = response.get_data(as_text=True)
+        assert 'id="new-inbound-key"' not in html and 'id="generate-key"' in html
+    assert stored_row(page_app) is None
+    generated = client.post(URL + "rotate-key", data={"csrf_token": token(html)})
+    assert generated.status_code == 200
+    assert generated.headers["Cache-Control"] == "no-store"
+    first = re.search(  # type: ignore[union-attr]
+        r'id="new-inbound-key">([^<]+)<', generated.get_data(as_text=True)
+    ).group(1)
+    assert first.startswith("rsk_")
     assert 'id="inbound-url">http://localhost/integrations/segment/inbound<' in html
     again = client.get(URL).get_data(as_text=True)
     assert first not in again and f'id="inbound-key">••••{first[-4:]}<' in again
+    assert 'id="rotate-key"' in again and 'id="generate-key"' not in again
     identify = {"type": "identify", "userId": "u", "traits": {"a": 1}}
     assert client.post(INBOUND, json=identify, auth=(first, "")).status_code == 200
     rotated = client.post(URL + "rotate-key", data={"csrf_token": token(again)})
@@ -515,6 +525,37 @@ def test_inbound_key_generated_on_first_view_and_rotated(page_app: Flask) -> Non
     assert client.post(INBOUND, json=identify, auth=(second, "")).status_code == 200
     assert first not in dump_db(page_app) and second not in dump_db(page_app)
     assert second not in client.get(URL).get_data(as_text=True)
+
+
+def test_pages_work_with_csrf_disabled(
+    make_app: t.Callable[..., Flask], segment: t.Any
+) -> None:
+    """Hosts turn CSRF off in their own test suites: no page may fail then."""
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        WTF_CSRF_ENABLED=False,
+    )
+    allow(app)
+    client = app.test_client()
+    assert client.get(URL).status_code == 200
+    bad = {"enabled": "y", "region": "us", "track_event": "", "send_all": "all"}
+    response = client.post(URL, data={**bad, "trait_prefix": "Not Valid!"})
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert 'id="error-trait_prefix"' in html and 'id="error-track_event"' in html
+    response = client.post(URL + "webhook-secret", data={"secret": "s" * 300})
+    assert response.status_code == 400
+    assert "at most 200" in response.get_data(as_text=True)
+    for path in POSTS:
+        assert client.post(URL + path, data={}).status_code < 500, path
+    segments = URL + "segments/"
+    assert client.get(segments).status_code == 200
+    response = client.post(segments + "new", data={"name": "x", "rules": "{"})
+    assert response.status_code == 400
+    response = client.post(segments + "new", data={"name": "", "rules": "{}"})
+    assert response.status_code == 400
+    assert client.post(segments + "1/delete").status_code == 404
 
 
 def test_inbound_key_from_config(make_app: t.Callable[..., Flask]) -> None:
