@@ -578,3 +578,26 @@ def test_api_crud_is_member_count_members(seg_app: Flask) -> None:
         assert api.get_segment(seg.id, workspace_id="other") is None
         assert api.delete_segment(seg.id) is True
         assert api.list_segments() == []
+
+
+def test_every_read_is_scoped_to_the_workspace_asked_for(seg_app: Flask) -> None:
+    """A host passing user-supplied segment ids leaks nothing across tenants."""
+    insert_data(seg_app, {f"u{i}": {"n": i} for i in range(5)})  # workspace "default"
+    ext = seg_app.extensions["refiner_segment"].owner
+    with seg_app.app_context():
+        theirs = ext.create_segment("All", cond(key="n", op="exists"))
+        assert ext.segment_count(theirs.id) == 5  # in its own workspace
+        for call in (
+            lambda: ext.segment_count(theirs.id, workspace_id="tenant-b"),
+            lambda: ext.segment_members(theirs.id, workspace_id="tenant-b"),
+            lambda: ext.is_member("u1", theirs.id, workspace_id="tenant-b"),
+            lambda: ext.segment_count(theirs, workspace_id="tenant-b"),
+        ):
+            with pytest.raises(LookupError, match="no such segment"):
+                call()
+        assert ext.get_segment(theirs.id, workspace_id="tenant-b") is None
+        assert ext.delete_segment(theirs.id, workspace_id="tenant-b") is False
+        with pytest.raises(LookupError):
+            ext.update_segment(theirs.id, name="x", workspace_id="tenant-b")
+        # A rules dict is evaluated in the workspace asked for: tenant-b is empty.
+        assert ext.segment_count(cond(key="n", op="exists"), "tenant-b") == 0

@@ -57,13 +57,21 @@ def _saved(row: sa.Row[t.Any]) -> SavedSegment:
 def _rules_and_ws(
     state: State, segment: SegmentRef, workspace_id: str | None
 ) -> tuple[Rules, str]:
+    """The rules to evaluate and their workspace.
+
+    A segment id is looked up in the workspace asked for; a
+    :class:`SavedSegment` is evaluated in its own, unless another is asked for.
+    Either way a segment of another workspace is :exc:`LookupError`.
+    """
     if isinstance(segment, dict):
         return validate_rules(segment), state.workspace(workspace_id)
     if isinstance(segment, int):
-        found = _get(state, segment, None)
+        found = _get(state, segment, state.workspace(workspace_id))
         if found is None:
             raise LookupError("no such segment")
         segment = found
+    elif workspace_id is not None and segment.workspace_id != workspace_id:
+        raise LookupError("no such segment")
     return validate_rules(segment.rules), segment.workspace_id
 
 
@@ -161,13 +169,11 @@ def create_segment(
     )
 
 
-def _get(
-    state: State, segment_id: int, workspace_id: str | None
-) -> SavedSegment | None:
+def _get(state: State, segment_id: int, workspace_id: str) -> SavedSegment | None:
     table = _table(state)
-    query = sa.select(table).where(table.c.id == segment_id)
-    if workspace_id is not None:
-        query = query.where(table.c.workspace_id == workspace_id)
+    query = sa.select(table).where(
+        table.c.id == segment_id, table.c.workspace_id == workspace_id
+    )
     with state.db.engine.connect() as conn:
         row = conn.execute(query).first()
     return None if row is None else _saved(row)
