@@ -268,7 +268,7 @@ def cond(kind: str = "trait", **kw: t.Any) -> dict:
         (cond("event", name="X", op="more", count=1), "unknown operator 'more'"),
         (
             cond("event", name="X", op="at_least", count=-1),
-            "'count' must be an integer >= 0",
+            "'count' must be an integer from 0 to",
         ),
         (
             cond("event", name="X", op="at_least", count=1, within_days=0),
@@ -601,3 +601,46 @@ def test_every_read_is_scoped_to_the_workspace_asked_for(seg_app: Flask) -> None
             ext.update_segment(theirs.id, name="x", workspace_id="tenant-b")
         # A rules dict is evaluated in the workspace asked for: tenant-b is empty.
         assert ext.segment_count(cond(key="n", op="exists"), "tenant-b") == 0
+
+
+EVENT = {"name": "Order Completed", "op": "at_least", "count": 1}
+OUT_OF_RANGE: list[tuple[dict, str]] = [
+    (cond("event", **{**EVENT, "within_days": 800_000}), "'within_days'"),
+    (cond("event", **{**EVENT, "count": 10**12}), "'count'"),
+    (cond(key="n", op="gte", value=10**400), "finite number"),
+    (cond(key="n", op="eq", value=float("nan")), "finite number"),
+    (cond(key="n", op="lt", value=float("-inf")), "finite number"),
+    (cond(key="n", op="in", value=[1, float("inf")]), "finite number"),
+    (cond(key="n", op="in", value=list(range(1001))), "at most 1000"),
+    (cond(key="a\x00b", op="exists"), "control characters"),
+    (cond(key="n", op="eq", value="a\x00b"), "control characters"),
+    (cond("event", **{**EVENT, "name": "x\x00"}), "control characters"),
+    (cond(key="n" * 300, op="exists"), "at most 255"),
+    (cond(key="n", op="eq", value="v" * 5000), "at most 1000"),
+]
+
+
+@pytest.mark.parametrize(("rules", "message"), OUT_OF_RANGE)
+def test_out_of_range_rules_are_refused(rules: dict, message: str) -> None:
+    with pytest.raises(SegmentRuleError) as info:
+        validate_rules(rules)
+    assert message in str(info.value)
+
+
+def test_saved_rules_never_crash_the_compiler(seg_app: Flask) -> None:
+    """The widest values validation lets through compile and run on both databases."""
+    insert_data(seg_app, {"u1": {"n": 1}})
+    ext = seg_app.extensions["refiner_segment"].owner
+    widest = [
+        cond("event", **{**EVENT, "within_days": 36_500, "count": 2**31 - 1}),
+        cond(key="n", op="gte", value=1.7e308),
+        cond(key="n", op="lt", value=-(10**300)),
+        cond(key="n", op="in", value=list(range(1000))),
+        cond(key="n" * 255, op="eq", value="v" * 1000),
+        cond(key="n", op="gte", value="9999-12-31"),
+    ]
+    with seg_app.app_context():
+        for rules in widest:
+            validate_rules(rules)
+            assert ext.segment_count(rules) in (0, 1)
+            assert ext.is_member("u1", rules) in (True, False)

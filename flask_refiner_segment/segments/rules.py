@@ -11,6 +11,8 @@ Conditions: see the README, "Rule format".
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 import typing as t
 
 MATCHES = ("all", "any")
@@ -21,6 +23,14 @@ VALUE_OPS = (
 EVENT_OPS = ("at_least", "at_most")
 KINDS = ("trait", "account_trait", "event", "survey_completed", "answer", "nps_group")
 NPS_GROUPS = ("promoter", "passive", "detractor")
+
+#: Limits that keep every saved rule compilable and runnable on both databases.
+MAX_WITHIN_DAYS = 36_500
+MAX_COUNT = 2**31 - 1
+MAX_KEY = 255
+MAX_TEXT = 1000
+MAX_LIST = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SegmentRuleError(ValueError):
@@ -45,6 +55,30 @@ def _is_num(v: t.Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _finite(v: t.Any) -> bool:
+    """A number that compares as a float (no NaN, infinity or 10**400)."""
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+def _check_text(value: t.Any, what: str, limit: int) -> str | None:
+    """Why a string of a rule cannot be used, or ``None``."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            return f"{what} must not contain control characters"
+        if len(value) > limit:
+            return f"{what} must be at most {limit} characters"
+    return None
+
+
+def _check_scalar(v: t.Any) -> str | None:
+    if _is_num(v) and not _finite(v):
+        return "values must be finite numbers (no NaN, infinity or huge integers)"
+    return _check_text(v, "a value", MAX_TEXT)
+
+
 def _check_value_op(
     c: dict[str, t.Any], path: str, errors: list[tuple[str, str]]
 ) -> None:
@@ -62,6 +96,13 @@ def _check_value_op(
         errors.append((path, f"operator {op!r} needs a 'value'"))
         return
     v = c["value"]
+    problems = {_check_scalar(x) for x in (v if isinstance(v, list) else [v])}
+    problems.discard(None)
+    if isinstance(v, list) and len(v) > MAX_LIST:
+        problems.add(f"a list value must have at most {MAX_LIST} items")
+    if problems:
+        errors.extend((path, str(p)) for p in sorted(problems, key=str))
+        return
     if op in ("eq", "neq"):
         if not (isinstance(v, (str, bool)) or _is_num(v)):
             errors.append(
@@ -94,6 +135,10 @@ def _check_key(
         errors.append(
             (path, f"needs a non-empty string {field!r} (dotted path allowed)")
         )
+        return
+    problem = _check_text(key, repr(field), MAX_KEY)
+    if problem:
+        errors.append((path, problem))
 
 
 def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None:
@@ -113,6 +158,9 @@ def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None
     elif kind == "event":
         if not isinstance(c.get("name"), str) or not c.get("name"):
             errors.append((path, "needs a non-empty string 'name'"))
+        problem = _check_text(c.get("name"), "'name'", MAX_KEY)
+        if problem:
+            errors.append((path, problem))
         if c.get("op") not in EVENT_OPS:
             errors.append(
                 (
@@ -121,11 +169,21 @@ def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None
                 )
             )
         n = c.get("count")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            errors.append((path, "'count' must be an integer >= 0"))
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_COUNT:
+            errors.append((path, f"'count' must be an integer from 0 to {MAX_COUNT}"))
         d = c.get("within_days")
-        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1):
-            errors.append((path, "'within_days' must be an integer >= 1 or null"))
+        if d is not None and (
+            not isinstance(d, int)
+            or isinstance(d, bool)
+            or not 1 <= d <= MAX_WITHIN_DAYS
+        ):
+            errors.append(
+                (
+                    path,
+                    f"'within_days' must be an integer from 1 to {MAX_WITHIN_DAYS}"
+                    " or null",
+                )
+            )
         w = c.get("where")
         if w is not None:
             if not isinstance(w, dict):
