@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import typing as t
@@ -188,3 +189,45 @@ def test_preview_endpoint(page_app: Flask) -> None:
     )
     assert resp.status_code == 400
     assert "needs a number or an ISO date" in resp.get_json()["errors"][0]["message"]
+
+
+def test_a_stored_rule_that_no_longer_validates_is_shown_not_a_500(
+    page_app: Flask,
+) -> None:
+    """Rules saved under older checks (or by hand) never break a page."""
+    import sqlalchemy as sa
+
+    allow(page_app)
+    state = page_app.extensions[EXTENSION_KEY]
+    table = state.tables.segments.Segment.__table__
+    rules = {
+        "match": "all",
+        "conditions": [
+            {
+                "kind": "event",
+                "name": "Order Completed",
+                "op": "at_least",
+                "count": 1,
+                "within_days": 800_000,
+            }
+        ],
+    }
+    with page_app.app_context(), state.db.engine.begin() as conn:
+        now = dt.datetime(2026, 1, 1)
+        new_id = conn.execute(
+            sa.insert(table).values(
+                workspace_id="default",
+                name="Legacy",
+                rules=rules,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+    client = page_app.test_client()
+    listing = client.get(page_app.url + "/")
+    assert listing.status_code == 200
+    html = listing.get_data(as_text=True)
+    assert "Legacy" in html and "within_days" in html
+    edit = client.get(f"{page_app.url}/{new_id}")
+    assert edit.status_code == 200
+    assert "800000" in edit.get_data(as_text=True)

@@ -36,7 +36,7 @@ def make_segments_blueprint() -> Blueprint:
     @bp.get("/")
     def index() -> str:
         ws = get_state().current_workspace()
-        rows = [(s, api.count(s)) for s in api.list_segments(ws)]
+        rows = [(s, _count_or_error(s)) for s in api.list_segments(ws)]
         return render_template(
             "refiner_segment/segments/list.html", rows=rows, delete_form=DeleteForm()
         )
@@ -114,3 +114,12 @@ def make_segments_blueprint() -> Blueprint:
         return jsonify(_preview(rules, get_state().current_workspace()))
 
     return bp
+
+
+def _count_or_error(segment: api.SavedSegment) -> int | str:
+    """The member count, or why the stored rules can't be evaluated (saved
+    under older checks or by hand): the page shows it instead of failing."""
+    try:
+        return api.count(segment)
+    except SegmentRuleError as exc:
+        return f"invalid rules: {exc}"
