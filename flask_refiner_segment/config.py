@@ -58,6 +58,11 @@ DEFAULTS: dict[str, t.Any] = {
     "BASE_TEMPLATE": "refiner_segment/base.html",
     "INBOUND_MAX_BYTES": 1024 * 1024,
     "ALLOW_PRIVATE_HOSTS": False,
+    # Content-Security-Policy of the extension's own pages. The default leaves
+    # scripts and styles to the host's base template and forbids framing.
+    "CONTENT_SECURITY_POLICY": (
+        "frame-ancestors 'self'; form-action 'self'; base-uri 'self'; object-src 'none'"
+    ),
     "EVENT_RETENTION_DAYS": 365,
 }
 
@@ -96,6 +101,7 @@ class Config:
     base_template: str
     inbound_max_bytes: int
     allow_private_hosts: bool
+    content_security_policy: str
     event_retention_days: int
     secret_key: str | None
 

@@ -660,3 +660,43 @@ def test_standalone_page_is_styled(page_app: Flask) -> None:
     with client.get(URL + "static/refiner_segment/style.css") as css:
         assert css.status_code == 200 and b".rs-status.failed" in css.data
         assert b"://" not in css.data  # nothing from a CDN
+
+
+def test_own_pages_forbid_framing_and_sniffing(page_app: Flask) -> None:
+    @page_app.get("/host-page")
+    def host_page() -> str:
+        return "the host's own page"
+
+    client = page_app.test_client()
+    for path in (URL, URL + "segments/", URL + "segments/new"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'self'" in csp and "object-src 'none'" in csp
+        assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+    host = client.get("/host-page")
+    for header in ("Content-Security-Policy", "X-Frame-Options", "Referrer-Policy"):
+        assert header not in host.headers  # the host's other responses are its own
+
+
+def test_a_host_policy_wins_and_can_be_configured(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(REFINER_SEGMENT_CONTENT_SECURITY_POLICY="default-src 'self'")
+    allow(app)
+    assert app.test_client().get(URL).headers["Content-Security-Policy"] == (
+        "default-src 'self'"
+    )
+    hosted = make_app()
+    allow(hosted)
+
+    @hosted.after_request
+    def talisman_like(response: t.Any) -> t.Any:
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return response
+
+    assert hosted.test_client().get(URL).headers["Content-Security-Policy"] == (
+        "frame-ancestors 'none'"
+    )

@@ -1,5 +1,5 @@
 """What every page of the extension shares: the host's guard, the base
-template, and headers that keep the pages out of caches."""
+template, and headers that keep the pages out of caches and out of frames."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ..state import get_state
 
 def protect(bp: Blueprint) -> Blueprint:
     """Ask the host's guard before every request of ``bp`` (403 without one),
-    give its templates the configured base template, and mark its pages
-    ``no-store``."""
+    give its templates the configured base template, and send its pages with
+    ``no-store`` and security headers (a header the host sets itself wins)."""
 
     @bp.before_request
     def guard() -> None:
@@ -24,10 +24,17 @@ def protect(bp: Blueprint) -> Blueprint:
             abort(403)
 
     @bp.after_request
-    def no_store(response: Response) -> Response:
+    def headers(response: Response) -> Response:
+        if (request.endpoint or "").endswith(".static"):
+            return response
         # A page may hold a freshly generated inbound key: keep it out of caches.
-        if not (request.endpoint or "").endswith(".static"):
-            response.headers["Cache-Control"] = "no-store"
+        response.headers["Cache-Control"] = "no-store"
+        policy = get_state().config.content_security_policy
+        if policy:
+            response.headers.setdefault("Content-Security-Policy", policy)
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
     @bp.context_processor
