@@ -19,7 +19,6 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 from flask.sansio.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException
 
 from .. import signals
 from ..crypto import SecretUnavailable
@@ -27,6 +26,8 @@ from ..state import EXTENSION_KEY
 from ..state import get_state
 from ..tables.base import utcnow
 from . import auth
+from .body import read_body
+from .body import too_large
 from .parse import InboundError
 from .parse import parse_body
 from .store import store
@@ -116,7 +117,7 @@ def inbound() -> Response:
 def _receive(state: State) -> Response:
     limit = state.config.inbound_max_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     key = auth.api_key(request.headers.get("Authorization"))
     if key is None:
         raise InboundError(
@@ -134,7 +135,7 @@ def _receive(state: State) -> Response:
     if found is None:
         raise InboundError(401, "unauthorized", "Unknown API key.")
     workspace_id, secret = found
-    body = _read_body(limit)
+    body = read_body(limit)
     if secret is not None:
         auth.check_signature(secret, body, request.headers.get("X-Signature"))
 
@@ -180,34 +181,6 @@ def _receive(state: State) -> Response:
             "ignored": counts.ignored,
             "unsupported": len(parsed.unsupported),
         },
-    )
-
-
-def _read_body(limit: int) -> bytes:
-    """At most ``limit`` bytes of the body; 413 beyond."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= limit:
-            chunk = request.stream.read(min(65536, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except HTTPException as exc:
-        if exc.code == 413:
-            raise _too_large(limit) from None
-        raise InboundError(
-            400, "bad_request", "The request body could not be read."
-        ) from None
-    if size > limit:
-        raise _too_large(limit)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> InboundError:
-    return InboundError(
-        413, "too_large", f"The request body is larger than {limit} bytes."
     )
 
 
