@@ -616,6 +616,8 @@ OUT_OF_RANGE: list[tuple[dict, str]] = [
     (cond(key="n", op="eq", value="a\x00b"), "control characters"),
     (cond("event", **{**EVENT, "name": "x\x00"}), "control characters"),
     (cond(key="n" * 300, op="exists"), "at most 255"),
+    (cond(key="\ud83d", op="exists"), "lone surrogates"),
+    (cond(key="n", op="eq", value="a\udfffb"), "lone surrogates"),
     (cond(key="n", op="eq", value="v" * 5000), "at most 1000"),
 ]
 

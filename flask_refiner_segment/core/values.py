@@ -48,21 +48,21 @@ def iso_utc(value: dt.datetime) -> str:
 
 
 def text(value: str) -> str:
-    """``value`` as a plain ``str`` that encodes to UTF-8.
+    """``value`` as a plain ``str`` that encodes to UTF-8 and that databases store.
 
     Surrogates (possible after decoding ``"\\ud800"`` from JSON) cannot be
-    encoded: a valid pair becomes its character, a lone one U+FFFD.
+    encoded: a valid pair becomes its character, a lone one U+FFFD. NUL, which
+    PostgreSQL cannot store in text or JSONB, becomes U+FFFD too.
     """
     if type(value) is not str:
         value = str.__str__(value)
-    if value.isascii():
-        return value
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        utf16 = value.encode("utf-16-le", "surrogatepass")
-        return utf16.decode("utf-16-le", "replace")
-    return value
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            utf16 = value.encode("utf-16-le", "surrogatepass")
+            value = utf16.decode("utf-16-le", "replace")
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def to_json(value: t.Any, on_convert: OnConvert | None = None, depth: int = 0) -> t.Any:
@@ -86,7 +86,7 @@ def to_json(value: t.Any, on_convert: OnConvert | None = None, depth: int = 0) -
     """
     cls = type(value)
     if cls is str:
-        return value if value.isascii() else text(value)
+        return value if value.isascii() and "\x00" not in value else text(value)
     if cls is int:
         if -_MAX_INT < value < _MAX_INT:
             return value
@@ -126,7 +126,7 @@ def _mapping(
 def _key(key: t.Any, on_convert: OnConvert | None, depth: int) -> str:
     """A mapping key as a string: as is, or the JSON text of its converted value."""
     if type(key) is str:
-        return key if key.isascii() else text(key)
+        return key if key.isascii() and "\x00" not in key else text(key)
     value = to_json(key, on_convert, depth)
     return value if isinstance(value, str) else _COMPACT.encode(value)
 
@@ -182,18 +182,11 @@ def _decimal(value: decimal.Decimal) -> int | float | str:
 
 
 def clean(value: t.Any) -> t.Any:
-    """``value`` with NUL and unpaired surrogates (PostgreSQL cannot store them)
-    replaced by U+FFFD, in strings and keys at any depth."""
+    """A parsed JSON ``value`` with every string and key made :func:`text`."""
     if isinstance(value, str):
-        return clean_text(value)
+        return text(value)
     if isinstance(value, dict):
-        return {clean_text(k): clean(v) for k, v in value.items()}
+        return {text(k): clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clean(v) for v in value]
     return value
-
-
-def clean_text(value: str) -> str:
-    """:func:`text` with NUL replaced by U+FFFD."""
-    value = text(value)
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value

@@ -68,6 +68,10 @@ def _check_text(value: t.Any, what: str, limit: int) -> str | None:
     if isinstance(value, str):
         if _CONTROL.search(value):
             return f"{what} must not contain control characters"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{what} must be valid Unicode (no lone surrogates)"
         if len(value) > limit:
             return f"{what} must be at most {limit} characters"
     return None
@@ -152,15 +156,16 @@ def _check_condition(c: t.Any, path: str, errors: list[tuple[str, str]]) -> None
         )
         return
     path = f"{path} ({kind})"
+    for name in ("name", "survey_id", "question"):
+        problem = _check_text(c.get(name), repr(name), MAX_KEY)
+        if problem:
+            errors.append((path, problem))
     if kind in ("trait", "account_trait"):
         _check_key(c, "key", path, errors)
         _check_value_op(c, path, errors)
     elif kind == "event":
         if not isinstance(c.get("name"), str) or not c.get("name"):
             errors.append((path, "needs a non-empty string 'name'"))
-        problem = _check_text(c.get("name"), "'name'", MAX_KEY)
-        if problem:
-            errors.append((path, problem))
         if c.get("op") not in EVENT_OPS:
             errors.append(
                 (
