@@ -13,8 +13,8 @@ import pytest
 import requests
 from flask_refiner_segment.testing.embedded_redis import free_port
 from flask_refiner_segment.testing.standin import SegmentStandIn
-from flask_refiner_segment.testing.standin import _load
 from flask_refiner_segment.testing.standin import serve
+from flask_refiner_segment.testing.standin_requests import load_body
 from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -379,7 +379,7 @@ def test_load_matches_json_loads(value: t.Any, separators: tuple[str, str]) -> N
     body = {"sentAt": "x", "batch": value if isinstance(value, list) else [value]}
     for doc in (body, value):
         text = json.dumps(doc, separators=separators, ensure_ascii=False)
-        loaded, spans = _load(text)
+        loaded, spans = load_body(text)
         assert json.dumps(loaded) == json.dumps(json.loads(text))
         if doc is body:
             compact = [len(json.dumps(i, separators=separators, ensure_ascii=False))
@@ -390,6 +390,6 @@ def test_load_matches_json_loads(value: t.Any, separators: tuple[str, str]) -> N
             expected = json.loads(broken)
         except ValueError:
             with pytest.raises(ValueError):
-                _load(broken)
+                load_body(broken)
         else:
-            assert json.dumps(_load(broken)[0]) == json.dumps(expected)
+            assert json.dumps(load_body(broken)[0]) == json.dumps(expected)

@@ -9,80 +9,31 @@ concurrent requests cannot deadlock each other.
 
 Plain calls (identify, group, track, page, screen) are collected and written
 with one bulk upsert per table; ``alias`` and ``delete`` first flush what came
-before them, so a batch means what its order says.
+before them, so a batch means what its order says. The SQL statements are
+built in :mod:`.statements`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import typing as t
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import sqlite
 
 from .jsonvalues import scalar_projection
 from .parse import Message
+from .statements import alias_traits_statement
+from .statements import claim_statement
+from .statements import move_spans_statement
+from .statements import seen_statement
+from .statements import traits_statement
 
 if t.TYPE_CHECKING:
     from ..tables.inbound import InboundModels
 
 #: Rows per statement for the seen-id insert.
 CHUNK = 500
-#: What a newer value of a trait replaces.
-TRAIT_VALUE_COLUMNS = (
-    "value",
-    "value_type",
-    "value_text",
-    "value_num",
-    "value_at",
-    "updated_at",
-)
-
-
-def _insert_for(table: sa.Table, pg: bool) -> t.Any:
-    return postgresql.insert(table) if pg else sqlite.insert(table)
-
-
-# The statements are built once per table and dialect: building them costs more
-# than executing them, and SQLAlchemy's compiled cache then always hits.
-
-
-@functools.lru_cache(maxsize=128)
-def _claim_statement(table: sa.Table, pg: bool) -> t.Any:
-    return (
-        _insert_for(table, pg)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(table.c.message_id)
-    )
-
-
-@functools.lru_cache(maxsize=128)
-def _seen_statement(table: sa.Table, keys: tuple[str, ...], pg: bool) -> t.Any:
-    least, greatest = (
-        (sa.func.least, sa.func.greatest) if pg else (sa.func.min, sa.func.max)
-    )
-    stmt = _insert_for(table, pg)
-    set_: dict[str, t.Any] = {
-        "first_seen_at": least(table.c.first_seen_at, stmt.excluded.first_seen_at),
-        "last_seen_at": greatest(table.c.last_seen_at, stmt.excluded.last_seen_at),
-    }
-    if "updated_at" in table.c:
-        set_["updated_at"] = stmt.excluded.updated_at
-    return stmt.on_conflict_do_update(index_elements=["workspace_id", *keys], set_=set_)
-
-
-@functools.lru_cache(maxsize=128)
-def _traits_statement(table: sa.Table, owner: str, pg: bool) -> t.Any:
-    stmt = _insert_for(table, pg)
-    return stmt.on_conflict_do_update(
-        index_elements=["workspace_id", owner, "key"],
-        set_={c: stmt.excluded[c] for c in TRAIT_VALUE_COLUMNS},
-        # Equal timestamps: the later delivery wins.
-        where=table.c.value_at <= stmt.excluded.value_at,
-    )
 
 
 @dataclasses.dataclass
@@ -163,17 +114,6 @@ class _Writer:
         if not self.pg and conn.dialect.name != "sqlite":
             raise RuntimeError("Inbound storage supports PostgreSQL and SQLite only.")
 
-    # -- helpers -------------------------------------------------------------
-
-    def _insert(self, table: sa.Table) -> t.Any:
-        return _insert_for(table, self.pg)
-
-    def _least(self, a: t.Any, b: t.Any) -> t.Any:
-        return sa.func.least(a, b) if self.pg else sa.func.min(a, b)
-
-    def _greatest(self, a: t.Any, b: t.Any) -> t.Any:
-        return sa.func.greatest(a, b) if self.pg else sa.func.max(a, b)
-
     def _table(self, model: t.Any) -> sa.Table:
         return t.cast(sa.Table, model.__table__)
 
@@ -192,7 +132,7 @@ class _Writer:
             for mid in sorted(messages)
         ]
         fresh: set[str] = set()
-        stmt = _claim_statement(table, self.pg)
+        stmt = claim_statement(table, self.pg)
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
             fresh.update(self.conn.execute(stmt, chunk).scalars())
@@ -254,7 +194,7 @@ class _Writer:
             }
             for key, (first, last) in sorted(spans.items())
         ]
-        stmt = _seen_statement(table, tuple(keys), self.pg)
+        stmt = seen_statement(table, tuple(keys), self.pg)
         self.conn.execute(stmt, rows)
 
     def _upsert_traits(
@@ -280,7 +220,7 @@ class _Writer:
                     "updated_at": self.now,
                 }
             )
-        stmt = _traits_statement(table, owner, self.pg)
+        stmt = traits_statement(table, owner, self.pg)
         self.conn.execute(stmt, rows)
 
     # -- alias and delete ----------------------------------------------------
@@ -294,27 +234,15 @@ class _Writer:
             return
         m, conn, ws = self.m, self.conn, self.ws
         trait = self._table(m.UserTrait)
-        columns = list(TRAIT_VALUE_COLUMNS)
-        source = sa.select(
-            trait.c.workspace_id,
-            sa.literal(user_id, sa.String()).label("user_id"),
-            trait.c.key,
-            *(trait.c[c] for c in columns),
-        ).where(trait.c.workspace_id == ws, trait.c.user_id == previous_id)
-        stmt = self._insert(trait).from_select(
-            ["workspace_id", "user_id", "key", *columns], source
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "user_id", "key"],
-            set_={c: stmt.excluded[c] for c in columns},
-            where=trait.c.value_at < stmt.excluded.value_at,
-        )
-        conn.execute(stmt)
+        conn.execute(alias_traits_statement(trait, ws, previous_id, user_id, self.pg))
         for model, keys in (
-            (m.Profile, ["user_id"]),
-            (m.Membership, ["user_id", "group_id"]),
+            (m.Profile, ("user_id",)),
+            (m.Membership, ("user_id", "group_id")),
         ):
-            self._move_spans(model, keys, previous_id, user_id)
+            table = self._table(model)
+            conn.execute(
+                move_spans_statement(table, keys, ws, previous_id, user_id, self.pg)
+            )
         for model in (m.Event, m.View):
             table = self._table(model)
             conn.execute(
@@ -323,34 +251,6 @@ class _Writer:
                 .values(user_id=user_id)
             )
         self._delete_rows((m.UserTrait, m.Membership, m.Profile), previous_id)
-
-    def _move_spans(
-        self, model: t.Any, keys: list[str], previous_id: str, user_id: str
-    ) -> None:
-        table = self._table(model)
-        names = ["workspace_id", *keys, "first_seen_at", "last_seen_at"]
-        selected = [
-            sa.literal(user_id, sa.String()).label("user_id")
-            if n == "user_id"
-            else table.c[n]
-            for n in names
-        ]
-        source = sa.select(*selected).where(
-            table.c.workspace_id == self.ws, table.c.user_id == previous_id
-        )
-        stmt = self._insert(table).from_select(names, source)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", *keys],
-            set_={
-                "first_seen_at": self._least(
-                    table.c.first_seen_at, stmt.excluded.first_seen_at
-                ),
-                "last_seen_at": self._greatest(
-                    table.c.last_seen_at, stmt.excluded.last_seen_at
-                ),
-            },
-        )
-        self.conn.execute(stmt)
 
     def delete_user(self, user_id: str) -> None:
         """Erase everything stored for a user (seen message ids stay)."""

@@ -176,36 +176,50 @@ def _update(state: State, ids: t.Sequence[int], **values: t.Any) -> None:
         conn.execute(table.update().where(table.c.id.in_(list(ids))).values(**values))
 
 
-def mark_sent(state: State, ids: t.Sequence[int], status_code: int | None) -> None:
-    now = utcnow()
+def _unclaimed(status: str, next_attempt_at: dt.datetime | None) -> dict[str, t.Any]:
+    """The values that end a claim: the new ``status``, when the delivery is due
+    next (``None``: not again), and neither claim token nor lease."""
+    return {
+        "status": status,
+        "next_attempt_at": next_attempt_at,
+        "claim_token": None,
+        "lease_expires_at": None,
+    }
+
+
+def _attempted(
+    state: State,
+    ids: t.Sequence[int],
+    status: str,
+    *,
+    reason: str | None,
+    status_code: int | None,
+    next_attempt_at: dt.datetime | None = None,
+    **values: t.Any,
+) -> None:
+    """Record an attempt at sending claimed deliveries: count it, keep its
+    outcome (``reason``, ``status_code``) and end the claim."""
     _update(
         state,
         ids,
-        status=models.SENT,
-        sent_at=now,
         attempts=_table(state).c.attempts + 1,
+        reason=reason,
         last_status_code=status_code,
-        reason=None,
-        claim_token=None,
-        lease_expires_at=None,
-        next_attempt_at=None,
+        **_unclaimed(status, next_attempt_at),
+        **values,
+    )
+
+
+def mark_sent(state: State, ids: t.Sequence[int], status_code: int | None) -> None:
+    _attempted(
+        state, ids, models.SENT, reason=None, status_code=status_code, sent_at=utcnow()
     )
 
 
 def mark_failed(
     state: State, ids: t.Sequence[int], reason: str, status_code: int | None = None
 ) -> None:
-    _update(
-        state,
-        ids,
-        status=models.FAILED,
-        attempts=_table(state).c.attempts + 1,
-        reason=reason,
-        last_status_code=status_code,
-        claim_token=None,
-        lease_expires_at=None,
-        next_attempt_at=None,
-    )
+    _attempted(state, ids, models.FAILED, reason=reason, status_code=status_code)
 
 
 def backoff(state: State, attempts: int, retry_after: float | None) -> float:
@@ -250,16 +264,13 @@ def mark_retry(
         f"gave up after the retry window: {result.error}",
         result.status_code,
     )
-    _update(
+    _attempted(
         state,
         waiting,
-        status=models.PENDING,
-        attempts=_table(state).c.attempts + 1,
+        models.PENDING,
         reason=reason,
-        last_status_code=result.status_code,
+        status_code=result.status_code,
         next_attempt_at=next_at,
-        claim_token=None,
-        lease_expires_at=None,
     )
     table = _table(state)
     with state.db.engine.begin() as conn:
@@ -280,15 +291,7 @@ def release(state: State, ids: t.Sequence[int], reason: str | None = None) -> No
     values: dict[str, t.Any] = {}
     if reason is not None:
         values["reason"] = reason
-    _update(
-        state,
-        ids,
-        status=models.PENDING,
-        next_attempt_at=utcnow(),
-        claim_token=None,
-        lease_expires_at=None,
-        **values,
-    )
+    _update(state, ids, **_unclaimed(models.PENDING, utcnow()), **values)
 
 
 def next_due(state: State, workspace_id: str) -> dt.datetime | None:
@@ -321,13 +324,7 @@ def release_stale(state: State, *, force: bool = False) -> tuple[int, list[str]]
         released = conn.execute(
             table.update()
             .where(stale)
-            .values(
-                status=models.PENDING,
-                next_attempt_at=now,
-                claim_token=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
+            .values(**_unclaimed(models.PENDING, now), updated_at=now)
         ).rowcount
         pending = [
             str(ws)

@@ -283,6 +283,17 @@ class Compiler:
             d.c.payload.is_not(None),
         ]
 
+    def _latest(self, d: t.Any, column: t.Any, conds: list[t.Any]) -> t.Any:
+        """``column`` of the newest delivery of ``d`` that meets ``conds``."""
+        return (
+            sa.select(column)
+            .where(*conds)
+            .order_by(d.c.created_at.desc(), d.c.id.desc())
+            .limit(1)
+            .correlate(self.profile)
+            .scalar_subquery()
+        )
+
     def _survey_completed(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
         d, conds = self._deliveries(c["survey_id"], subject)
         return sa.select(sa.literal(1)).select_from(d).where(*conds).exists()
@@ -295,14 +306,7 @@ class Compiler:
         if c["op"] in ("exists", "not_exists"):
             ex = sa.select(sa.literal(1)).select_from(d).where(*answered).exists()
             return sa.not_(ex) if c["op"] == "not_exists" else ex
-        latest = (
-            sa.select(d.c.id)
-            .where(*answered)
-            .order_by(d.c.created_at.desc(), d.c.id.desc())
-            .limit(1)
-            .correlate(self.profile)
-            .scalar_subquery()
-        )
+        latest = self._latest(d, d.c.id, answered)
         d2 = self.delivery.alias()
         v2 = _Val(self.dialect, col=self._json(d2.c.payload), path=path)
         return (
@@ -323,14 +327,7 @@ class Compiler:
         ]
         if c.get("survey_id"):
             conds.append(d.c.survey_id == c["survey_id"])
-        latest = (
-            sa.select(d.c.nps_score)
-            .where(*conds)
-            .order_by(d.c.created_at.desc(), d.c.id.desc())
-            .limit(1)
-            .correlate(self.profile)
-            .scalar_subquery()
-        )
+        latest = self._latest(d, d.c.nps_score, conds)
         low, high = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}[
             c["value"]
         ]

@@ -38,8 +38,60 @@ JsonValue = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 ID_LENGTH = 255
 
 
+class _WorkspaceKey:
+    """The first key column of the keyed tables: the workspace.
+
+    The key columns sort first, in this order: ``workspace_id``, ``user_id``,
+    ``group_id`` (``sort_order`` -3, -2, -1), whatever mixins a table takes.
+    """
+
+    workspace_id: orm.Mapped[str] = orm.mapped_column(
+        sa.String(64), primary_key=True, sort_order=-3
+    )
+
+
+class _UserKey(_WorkspaceKey):
+    """Keyed by workspace and Segment ``userId``."""
+
+    user_id: orm.Mapped[str] = orm.mapped_column(
+        sa.String(ID_LENGTH), primary_key=True, sort_order=-2
+    )
+
+
+class _AccountKey(_WorkspaceKey):
+    """Keyed by workspace and Segment ``groupId``."""
+
+    group_id: orm.Mapped[str] = orm.mapped_column(
+        sa.String(ID_LENGTH), primary_key=True, sort_order=-1
+    )
+
+
+class _Seen:
+    """Earliest and latest ``timestamp`` of the stored messages of a key."""
+
+    first_seen_at: orm.Mapped[dt.datetime]
+    last_seen_at: orm.Mapped[dt.datetime]
+
+
+class _Subject(_Seen):
+    """A user or an account: when it was seen, and when its row last changed
+    (the last column, ``sort_order=1``)."""
+
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(
+        default=utcnow, sort_order=1
+    )
+
+
 class _TraitColumns:
     """The columns of a trait row, shared by user and account traits."""
+
+    __tablename__: str
+
+    @orm.declared_attr.directive
+    def __table_args__(cls) -> tuple[t.Any, ...]:
+        return (
+            sa.Index(f"ix_{cls.__tablename__}_num", "workspace_id", "key", "value_num"),
+        )
 
     key: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH), primary_key=True)
     #: The value as given (JSON ``null`` for a trait set to null).
@@ -53,6 +105,24 @@ class _TraitColumns:
     #: ``timestamp`` of the message that set the value (orders concurrent writers).
     value_at: orm.Mapped[dt.datetime]
     updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+
+class _CallColumns:
+    """The columns of a recorded call (``track``, ``page``, ``screen``).
+
+    A call's own columns go between the head (``sort_order=-1``) and the tail
+    (``sort_order=1``).
+    """
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True, sort_order=-1)
+    workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), sort_order=-1)
+    user_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH), sort_order=-1)
+    message_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH), sort_order=-1)
+    properties: orm.Mapped[t.Any] = orm.mapped_column(JsonValue, sort_order=1)
+    timestamp: orm.Mapped[dt.datetime] = orm.mapped_column(sort_order=1)
+    received_at: orm.Mapped[dt.datetime] = orm.mapped_column(
+        default=utcnow, sort_order=1
+    )
 
 
 class InboundModels(t.NamedTuple):
@@ -71,7 +141,7 @@ class InboundModels(t.NamedTuple):
 def make_inbound_models(db: SQLAlchemy) -> InboundModels:
     """Define the inbound tables on ``db.metadata`` (called once per extension)."""
 
-    class InboundMessage(db.Model):  # type: ignore[name-defined,misc]
+    class InboundMessage(_WorkspaceKey, db.Model):  # type: ignore[name-defined,misc]
         """A ``messageId`` already applied: the idempotency record.
 
         Inserted in the same transaction as the data; the primary key makes a
@@ -84,84 +154,33 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
             sa.Index("ix_refiner_segment_inbound_message_received", "received_at"),
         )
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True
-        )
         message_id: orm.Mapped[str] = orm.mapped_column(
             sa.String(ID_LENGTH), primary_key=True
         )
         type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
         received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
 
-    class Profile(db.Model):  # type: ignore[name-defined,misc]
+    class Profile(_UserKey, _Subject, db.Model):  # type: ignore[name-defined,misc]
         """A user Segment told us about (by ``userId``)."""
 
         __tablename__ = "refiner_segment_profile"
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True
-        )
-        user_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True
-        )
-        #: Earliest and latest ``timestamp`` of the user's stored messages.
-        first_seen_at: orm.Mapped[dt.datetime]
-        last_seen_at: orm.Mapped[dt.datetime]
-        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
-
-    class UserTrait(_TraitColumns, db.Model):  # type: ignore[name-defined,misc]
+    class UserTrait(_UserKey, _TraitColumns, db.Model):  # type: ignore[name-defined,misc]
         """One top-level trait of a user (``identify``)."""
 
         __tablename__ = "refiner_segment_user_trait"
-        __table_args__ = (
-            sa.Index(
-                "ix_refiner_segment_user_trait_num", "workspace_id", "key", "value_num"
-            ),
-        )
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True, sort_order=-2
-        )
-        user_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True, sort_order=-1
-        )
-
-    class Account(db.Model):  # type: ignore[name-defined,misc]
+    class Account(_AccountKey, _Subject, db.Model):  # type: ignore[name-defined,misc]
         """An account (Segment group) by ``groupId``."""
 
         __tablename__ = "refiner_segment_account"
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True
-        )
-        group_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True
-        )
-        first_seen_at: orm.Mapped[dt.datetime]
-        last_seen_at: orm.Mapped[dt.datetime]
-        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
-
-    class AccountTrait(_TraitColumns, db.Model):  # type: ignore[name-defined,misc]
+    class AccountTrait(_AccountKey, _TraitColumns, db.Model):  # type: ignore[name-defined,misc]
         """One top-level trait of an account (``group``)."""
 
         __tablename__ = "refiner_segment_account_trait"
-        __table_args__ = (
-            sa.Index(
-                "ix_refiner_segment_account_trait_num",
-                "workspace_id",
-                "key",
-                "value_num",
-            ),
-        )
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True, sort_order=-2
-        )
-        group_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True, sort_order=-1
-        )
-
-    class Membership(db.Model):  # type: ignore[name-defined,misc]
+    class Membership(_UserKey, _AccountKey, _Seen, db.Model):  # type: ignore[name-defined,misc]
         """A user ↔ account link, made by a ``group`` call."""
 
         __tablename__ = "refiner_segment_membership"
@@ -169,19 +188,7 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
             sa.Index("ix_refiner_segment_membership_group", "workspace_id", "group_id"),
         )
 
-        workspace_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(64), primary_key=True
-        )
-        user_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True
-        )
-        group_id: orm.Mapped[str] = orm.mapped_column(
-            sa.String(ID_LENGTH), primary_key=True
-        )
-        first_seen_at: orm.Mapped[dt.datetime]
-        last_seen_at: orm.Mapped[dt.datetime]
-
-    class Event(db.Model):  # type: ignore[name-defined,misc]
+    class Event(_CallColumns, db.Model):  # type: ignore[name-defined,misc]
         """A ``track`` call: event name, properties and time."""
 
         __tablename__ = "refiner_segment_event"
@@ -203,16 +210,9 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
             ),
         )
 
-        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
-        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
-        user_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
-        message_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
         name: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
-        properties: orm.Mapped[t.Any] = orm.mapped_column(JsonValue)
-        timestamp: orm.Mapped[dt.datetime]
-        received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
 
-    class View(db.Model):  # type: ignore[name-defined,misc]
+    class View(_CallColumns, db.Model):  # type: ignore[name-defined,misc]
         """A ``page`` or ``screen`` call."""
 
         __tablename__ = "refiner_segment_view"
@@ -223,17 +223,10 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
             sa.Index("ix_refiner_segment_view_time", "timestamp"),
         )
 
-        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
-        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
-        user_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
-        message_id: orm.Mapped[str] = orm.mapped_column(sa.String(ID_LENGTH))
         #: ``"page"`` or ``"screen"``.
         kind: orm.Mapped[str] = orm.mapped_column(sa.String(8))
         name: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
         category: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
-        properties: orm.Mapped[t.Any] = orm.mapped_column(JsonValue)
-        timestamp: orm.Mapped[dt.datetime]
-        received_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
 
     return InboundModels(
         InboundMessage=InboundMessage,

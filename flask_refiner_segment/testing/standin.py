@@ -4,7 +4,9 @@ It validates like Segment documents (Basic auth or body ``writeKey``; JSON; 32 K
 per message, 500 KB per request, 2,500 messages per batch; required fields per
 call type), records what it accepted, counts duplicate ``messageId``\\s and can
 be told to fail. Use :func:`serve` for a thread, mount it as a WSGI app, or run
-``python -m flask_refiner_segment.standin --port 8765 [--write-key KEY ...]``.
+``python -m flask_refiner_segment.testing.standin --port 8765 [--write-key KEY]``
+(``--write-key`` repeatable). What a request must be is in
+:mod:`.standin_requests`, the HTML page in :mod:`.standin_page`.
 
 ``GET /`` shows the calls received, ``GET /messages`` returns them as JSON
 (``GET /stats`` only the counts), ``POST /reset`` forgets them, ``POST /faults``
@@ -19,9 +21,7 @@ import binascii
 import dataclasses
 import datetime as dt
 import gc
-import html
 import json
-import re
 import signal
 import sys
 import threading
@@ -34,20 +34,21 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
+from .standin_page import render_page
+from .standin_requests import MAX_BATCH_MESSAGES
+from .standin_requests import MAX_MESSAGE_BYTES
+from .standin_requests import MAX_REQUEST_BYTES
+from .standin_requests import TYPES
+from .standin_requests import error_response
+from .standin_requests import invalid_reason
+from .standin_requests import json_response
+from .standin_requests import load_body
+
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
-MAX_MESSAGE_BYTES = 32 * 1024
-MAX_REQUEST_BYTES = 500 * 1024
-MAX_BATCH_MESSAGES = 2500
-MAX_MESSAGE_ID = 100
-TYPES = ("identify", "track", "group", "page", "screen", "alias")
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
-
-_SCAN: t.Callable[[str, int], tuple[t.Any, int]]
-_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-_WS = re.compile(r"[ \t\n\r]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,104 +63,6 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     fail_message_ids: frozenset[str] = frozenset()
-
-
-def _json(data: t.Any, status: int = 200, **headers: str) -> Response:
-    return Response(json.dumps(data), status, headers, mimetype="application/json")
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    return _json(
-        {"success": False, "code": code, "message": message}, status, **headers
-    )
-
-
-def _skip(text: str, i: int) -> int:
-    return _WS.match(text, i).end()  # type: ignore[union-attr]
-
-
-def _next(text: str, i: int, close: str) -> tuple[int, bool]:
-    """Skip to the next item after ``,`` (``True``) or to ``close`` (``False``)."""
-    i = _skip(text, i)
-    if text[i : i + 1] == ",":
-        return _skip(text, i + 1), True
-    if text[i : i + 1] != close:
-        raise ValueError(f"expected ',' or {close!r} at {i}")
-    return i, False
-
-
-def _load(text: str) -> tuple[t.Any, list[int] | None]:
-    """``json.loads(text)``, plus the length in characters of each item of the
-    top-level ``batch`` array, so that only long items need measuring."""
-    i = _skip(text, 0)
-    if text[i : i + 1] != "{":
-        return json.loads(text), None
-    body: dict[str, t.Any] = {}
-    spans: list[int] | None = None
-    try:
-        i = _skip(text, i + 1)
-        more = text[i : i + 1] != "}"
-        while more:
-            if text[i : i + 1] != '"':
-                raise ValueError(f"expected a key at {i}")
-            key, i = _SCAN(text, i)
-            i = _skip(text, i)
-            if text[i : i + 1] != ":":
-                raise ValueError(f"expected ':' at {i}")
-            i = _skip(text, i + 1)
-            if key != "batch" or text[i : i + 1] != "[":
-                body[key], i = _SCAN(text, i)
-                spans = None if key == "batch" else spans
-            else:
-                body[key], spans, i = [], [], _skip(text, i + 1)
-                more = text[i : i + 1] != "]"
-                while more:
-                    item, end = _SCAN(text, i)
-                    body[key].append(item)
-                    spans.append(end - i)
-                    i, more = _next(text, end, "]")
-                i += 1
-            i, more = _next(text, i, "}")
-    except StopIteration as exc:
-        raise ValueError(f"invalid JSON at {exc.value}") from None
-    if _skip(text, i + 1) != len(text):
-        raise ValueError(f"extra data at {i + 1}")
-    return body, spans
-
-
-def _has_id(value: t.Any) -> bool:
-    if isinstance(value, str):
-        return bool(value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _invalid(m: t.Any) -> str | None:
-    """Why Segment would drop message ``m`` (after answering 200), or ``None``."""
-    if not isinstance(m, dict):
-        return "not an object"
-    kind, message_id = m.get("type"), m.get("messageId")
-    if kind not in TYPES:
-        return "missing or unknown type"
-    if message_id is not None and not isinstance(message_id, str):
-        return "messageId is not a string"
-    if message_id is not None and len(message_id) > MAX_MESSAGE_ID:
-        return "messageId over 100 characters"
-    if kind == "alias" and not (
-        _has_id(m.get("userId")) and _has_id(m.get("previousId"))
-    ):
-        return "alias without userId and previousId"
-    if kind != "alias" and not (
-        _has_id(m.get("userId")) or _has_id(m.get("anonymousId"))
-    ):
-        return "no_user_anon_id"
-    if kind == "track" and not (isinstance(m.get("event"), str) and m["event"]):
-        return "track without event"
-    if kind == "group" and not _has_id(m.get("groupId")):
-        return "group without groupId"
-    for key in ("traits", "properties", "context", "integrations"):
-        if key in m and not isinstance(m[key], dict):
-            return f"{key} is not an object"
-    return None
 
 
 class SegmentStandIn:
@@ -270,26 +173,26 @@ class SegmentStandIn:
                 return Response(status=308, headers={"Location": request.root_url})
             return self._page()
         if method == "GET" and path == "/messages":
-            return _json(self.snapshot())
+            return json_response(self.snapshot())
         if method == "GET" and path == "/stats":
             with self._lock:
                 n = len(self.messages), len(self.rejected), self.duplicates
                 n_requests = self.requests
             stats = {"accepted": n[0], "rejected": n[1], "duplicates": n[2]}
-            return _json({**stats, "requests": n_requests})
+            return json_response({**stats, "requests": n_requests})
         if method == "POST" and path == "/reset":
             self.reset()
-            return _json({"success": True})
+            return json_response({"success": True})
         if method == "POST" and path == "/faults":
             spec = request.get_json(silent=True)
             if not isinstance(spec, dict):
-                return _error(400, "invalid_request", "send a JSON object")
+                return error_response(400, "invalid_request", "send a JSON object")
             try:
                 self.set_fault(**spec)
             except (TypeError, ValueError) as exc:
-                return _error(400, "invalid_fault", str(exc))
-            return _json({"success": True})
-        return _error(404, "not_found", f"no endpoint {method} {path}")
+                return error_response(400, "invalid_fault", str(exc))
+            return json_response({"success": True})
+        return error_response(404, "not_found", f"no endpoint {method} {path}")
 
     def _take_fault(self) -> Fault:
         with self._lock:
@@ -316,7 +219,7 @@ class SegmentStandIn:
             time.sleep(fault.delay)
         if fault.status is not None:
             after = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            return _error(fault.status, "fault", "injected fault", **after)
+            return error_response(fault.status, "fault", "injected fault", **after)
         header = request.headers.get("Authorization", "")
         basic = header[:6].lower() == "basic "
         if basic:
@@ -325,26 +228,26 @@ class SegmentStandIn:
             except (binascii.Error, UnicodeDecodeError):
                 key = ""
             if not self._authorized(key.partition(":")[0]):
-                return _error(401, "unauthorized", "invalid write key")
+                return error_response(401, "unauthorized", "invalid write key")
         raw = request.get_data(cache=False)
         if len(raw) > MAX_REQUEST_BYTES:
-            return _error(400, "request_too_large", "request body over 500 KB")
+            return error_response(400, "request_too_large", "request body over 500 KB")
         if request.mimetype != "application/json":
-            return _error(400, "invalid_request", "Content-Type must be JSON")
+            return error_response(400, "invalid_request", "Content-Type must be JSON")
         try:
             text = raw.decode()
-            body, spans = _load(text)
+            body, spans = load_body(text)
         except ValueError as exc:  # UnicodeDecodeError is one too
-            return _error(400, "invalid_json", f"invalid JSON: {exc}")
+            return error_response(400, "invalid_json", f"invalid JSON: {exc}")
         if not isinstance(body, dict):
-            return _error(400, "invalid_json", "the body must be a JSON object")
+            return error_response(400, "invalid_json", "the body must be a JSON object")
         if not basic and not self._authorized(body.get("writeKey")):
-            return _error(401, "unauthorized", "missing or invalid write key")
+            return error_response(401, "unauthorized", "missing or invalid write key")
         if single is not None:
             body.pop("writeKey", None)
             batch, spans = [{**body, "type": single}], None
         elif not isinstance(body.get("batch"), list):
-            return _error(400, "invalid_request", "batch must be a list")
+            return error_response(400, "invalid_request", "batch must be a list")
         else:
             batch = body["batch"]
         # json.dumps (Segment's measure here) writes a character as up to 12.
@@ -352,12 +255,16 @@ class SegmentStandIn:
         for n, item in enumerate(batch):
             too_long = spans is None or spans[n] > longest
             if too_long and len(json.dumps(item)) > MAX_MESSAGE_BYTES:
-                return _error(400, "message_too_large", f"message {n} over 32 KB")
+                return error_response(
+                    400, "message_too_large", f"message {n} over 32 KB"
+                )
             message_id = item.get("messageId") if isinstance(item, dict) else None
             if isinstance(message_id, str) and message_id in fault.fail_message_ids:
-                return _error(400, "invalid_request", f"message {n} refused (fault)")
+                return error_response(
+                    400, "invalid_request", f"message {n} refused (fault)"
+                )
         self._record(body if single is None else {}, batch, generation)
-        return _json({"success": True})
+        return json_response({"success": True})
 
     def _record(
         self, body: dict[str, t.Any], batch: list[t.Any], generation: int
@@ -370,7 +277,7 @@ class SegmentStandIn:
         if len(batch) > MAX_BATCH_MESSAGES:
             verdicts: list[str | None] = ["batch over 2500 messages"] * len(batch)
         else:
-            verdicts = [_invalid(m) for m in batch]
+            verdicts = [invalid_reason(m) for m in batch]
         with self._arrived:
             if generation != self._generation:
                 return
@@ -401,43 +308,8 @@ class SegmentStandIn:
         with self._lock:
             recent = self.messages[-200:][::-1]
             total, dups, rejected = len(self.messages), self.duplicates, self.rejected
-        rows = "".join(_ROW.format(*map(html.escape, _cells(m))) for m in recent)
-        problems = "".join(
-            f"<li>{html.escape(r['reason'])}: "
-            f"<code>{html.escape(json.dumps(r['message'])[:300])}</code>"
-            for r in rejected[-20:]
-        )
-        page = _PAGE.format(
-            total=total,
-            dups=dups,
-            rejected=len(rejected),
-            problems=f'<ul id="rejected">{problems}</ul>' if problems else "",
-            rows=rows,
-        )
+        page = render_page(recent, total, dups, rejected)
         return Response(page, mimetype="text/html")
-
-
-def _cells(m: dict[str, t.Any]) -> list[str]:
-    data = m.get("traits") or m.get("properties") or {}
-    who = m.get("userId") or m.get("anonymousId") or ""
-    what = m.get("event") or m.get("groupId") or ""
-    cells = [m["type"], m["receivedAt"], who, what]
-    return [*map(str, cells), json.dumps(data, indent=1, ensure_ascii=False)]
-
-
-_ROW = '<tr class="call-{0}"><td>{1}<td>{0}<td>{2}<td>{3}<td><pre>{4}</pre></tr>'
-_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
-<title>Segment stand-in</title><meta http-equiv="refresh" content="2">
-<style>body{{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}}
-table{{border-collapse:collapse;width:100%}} #rejected{{color:#a00}}
-td,th{{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;
-vertical-align:top}} pre{{margin:0;font-size:12px;white-space:pre-wrap}}</style>
-<h1>Segment stand-in</h1>
-<p id="summary">{total} calls received, {dups} duplicates dropped, {rejected}
-rejected. Newest first; the page refreshes every 2 s. <a href="messages">JSON</a>
-{problems}<table id="calls"><tr><th>received<th>type<th>user<th>event / groupId
-<th>traits / properties</tr>{rows}</table>
-"""
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -484,7 +356,7 @@ def serve(
 def main(argv: t.Sequence[str] | None = None) -> None:
     """Serve a stand-in in the foreground until interrupted or terminated."""
     parser = argparse.ArgumentParser(
-        "python -m flask_refiner_segment.standin",
+        "python -m flask_refiner_segment.testing.standin",
         description="A local stand-in of Segment's Tracking API.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -55,6 +55,20 @@ def parse_survey_ids(text: str | None) -> list[str]:
     return [i for i in ids if i]
 
 
+def _secret_field(label: str, noun: str, rule: t.Callable[..., None]) -> t.Any:
+    """A secret typed into a password field: blank is allowed (the form's view
+    says what blank means), at most 200 characters, and ``rule`` on the rest."""
+    return PasswordField(
+        label,
+        filters=[_strip],
+        validators=[
+            Optional(),
+            Length(max=200, message=f"The {noun} is at most 200 characters."),
+            rule,
+        ],
+    )
+
+
 def _data_plane(form: SettingsForm, field: Field) -> None:
     if form.region.data != "custom":
         return
@@ -75,14 +89,10 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
     #: Accept data planes on private addresses and plain http (config).
     allow_private_hosts = False
 
-    write_key = PasswordField(
+    write_key = _secret_field(
         "Write key",
-        filters=[_strip],
-        validators=[
-            Optional(),
-            Length(max=200, message="The write key is at most 200 characters."),
-            Regexp(r"^\S+$", message="The write key cannot contain spaces."),
-        ],
+        "write key",
+        Regexp(r"^\S+$", message="The write key cannot contain spaces."),
     )
     enabled = BooleanField("Send completed surveys to Segment")
     region = RadioField(
@@ -167,15 +177,7 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
 class WebhookSecretForm(FlaskForm):  # type: ignore[misc]
     """The shared secret of Segment's Webhooks destination (``X-Signature``)."""
 
-    secret = PasswordField(
-        "Shared secret",
-        filters=[_strip],
-        validators=[
-            Optional(),
-            Length(max=200, message="The secret is at most 200 characters."),
-            no_control_characters,
-        ],
-    )
+    secret = _secret_field("Shared secret", "secret", no_control_characters)
     clear = BooleanField("Remove the shared secret")
 
 
