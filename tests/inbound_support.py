@@ -1,6 +1,6 @@
 """Helpers shared by the inbound tests: the host app, auth, Segment payloads.
 
-No tests here; the name only keeps it among the inbound test files.
+No tests here (a helpers module, not collected by pytest).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from .conftest import ROOT
 from .conftest import cli_environment
 from .conftest import flask_cli
 from .conftest import send_completion
-from .test_jobs import statuses
+from .helpers import statuses
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from .conftest import cli_environment
 from .conftest import drain
 from .conftest import run_worker
 from .conftest import send_completion
-from .test_jobs import statuses
+from .helpers import statuses
 
 pytestmark = pytest.mark.faults
 

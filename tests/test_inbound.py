@@ -17,22 +17,22 @@ from flask_refiner_segment import inbound_received
 from flask_refiner_segment.inbound import queries as api
 from flask_refiner_segment.state import get_state as _get_state
 
-from .test_inbound_support import API_KEY
-from .test_inbound_support import URL
-from .test_inbound_support import alias
-from .test_inbound_support import basic
-from .test_inbound_support import close_app
-from .test_inbound_support import counts
-from .test_inbound_support import delete
-from .test_inbound_support import group
-from .test_inbound_support import identify
-from .test_inbound_support import make_app
-from .test_inbound_support import nothing_stored
-from .test_inbound_support import page
-from .test_inbound_support import post
-from .test_inbound_support import screen
-from .test_inbound_support import segment_headers
-from .test_inbound_support import track
+from .inbound_support import API_KEY
+from .inbound_support import URL
+from .inbound_support import alias
+from .inbound_support import basic
+from .inbound_support import close_app
+from .inbound_support import counts
+from .inbound_support import delete
+from .inbound_support import group
+from .inbound_support import identify
+from .inbound_support import make_app
+from .inbound_support import nothing_stored
+from .inbound_support import page
+from .inbound_support import post
+from .inbound_support import screen
+from .inbound_support import segment_headers
+from .inbound_support import track
 
 USER = "97980cfea0067"
 GROUP = "0e8c78ea9d97a7b8185e8632"
@@ -411,7 +411,7 @@ def _set_secret(app: Flask, secret: str) -> None:
 
 
 def test_x_signature(inbound_app):
-    from .test_inbound_support import sign
+    from .inbound_support import sign
 
     secret = "whsec-3b8e"
     _set_secret(inbound_app, secret)
@@ -434,7 +434,7 @@ def test_x_signature(inbound_app):
 
 def test_a_signature_of_part_of_the_body_admits_nothing(inbound_app):
     """A captured signed message cannot carry unsigned ones into the store."""
-    from .test_inbound_support import sign
+    from .inbound_support import sign
 
     secret = "whsec-3b8e"
     _set_secret(inbound_app, secret)

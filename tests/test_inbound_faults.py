@@ -21,15 +21,15 @@ from flask_refiner_segment import RefinerSegment
 from flask_refiner_segment.inbound import queries as api
 from flask_sqlalchemy import SQLAlchemy
 
-from .test_inbound_support import API_KEY
-from .test_inbound_support import close_app
-from .test_inbound_support import counts
-from .test_inbound_support import group
-from .test_inbound_support import identify
-from .test_inbound_support import make_app
-from .test_inbound_support import nothing_stored
-from .test_inbound_support import post
-from .test_inbound_support import track
+from .inbound_support import API_KEY
+from .inbound_support import close_app
+from .inbound_support import counts
+from .inbound_support import group
+from .inbound_support import identify
+from .inbound_support import make_app
+from .inbound_support import nothing_stored
+from .inbound_support import post
+from .inbound_support import track
 
 ROUNDS = 4
 PER_ROUND = 120

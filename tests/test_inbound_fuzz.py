@@ -22,18 +22,18 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from .test_inbound_support import API_KEY
-from .test_inbound_support import URL
-from .test_inbound_support import close_app
-from .test_inbound_support import counts
-from .test_inbound_support import group
-from .test_inbound_support import identify
-from .test_inbound_support import make_app
-from .test_inbound_support import page
-from .test_inbound_support import post
-from .test_inbound_support import screen
-from .test_inbound_support import segment_headers
-from .test_inbound_support import track
+from .inbound_support import API_KEY
+from .inbound_support import URL
+from .inbound_support import close_app
+from .inbound_support import counts
+from .inbound_support import group
+from .inbound_support import identify
+from .inbound_support import make_app
+from .inbound_support import page
+from .inbound_support import post
+from .inbound_support import screen
+from .inbound_support import segment_headers
+from .inbound_support import track
 
 _ids = itertools.count()
 

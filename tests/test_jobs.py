@@ -18,11 +18,8 @@ from flask_refiner_segment.testing.standin import serve
 from .conftest import drain
 from .conftest import run_worker
 from .conftest import send_completion
-from .test_receiver import deliveries
-
-
-def statuses(app: t.Any) -> collections.Counter[str]:
-    return collections.Counter(r.status for r in deliveries(app))
+from .helpers import deliveries
+from .helpers import statuses
 
 
 def test_delivers_identify_group_track_per_completion(app, segment, redis_url):

@@ -15,18 +15,7 @@ from . import hostapp
 from .conftest import completion
 from .conftest import run_worker
 from .conftest import send_completion
-
-
-def deliveries(app: t.Any) -> list[t.Any]:
-    state = app.extensions["refiner_segment"]
-    with app.app_context():
-        return list(
-            state.db.session.execute(
-                sa.select(state.tables.outbound.Delivery).order_by(
-                    state.tables.outbound.Delivery.id
-                )
-            ).scalars()
-        )
+from .helpers import deliveries
 
 
 def queued_jobs(app: t.Any, redis_conn: t.Any) -> int:
