@@ -24,7 +24,11 @@ def served(
     make_app: t.Callable[..., Flask],
 ) -> t.Iterator[tuple[Flask, str, dict[str, bool]]]:
     """The host app on a real port; ``allow["admin"]`` is what its guard says."""
-    app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,  # the stand-in is on 127.0.0.1
+    )
     allow = {"admin": True}
     app.extensions["refiner_segment"].owner.settings_guard(lambda: allow["admin"])
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -61,11 +61,6 @@ def settings_form(
         "https://dataplane.example.com/segment",
         "https://8.8.8.8",
         "https://[2606:4700::1111]/",
-        "http://localhost:8080",
-        "http://127.0.0.1:5000/",
-        "http://[::1]:9000",
-        "https://localhost",
-        "http://localhost.:8080",
     ],
 )
 def test_data_plane_url_accepted(url: str) -> None:
@@ -80,9 +75,32 @@ def test_data_plane_url_accepted(url: str) -> None:
         ("ftp://dataplane.example.com", "starting with https://"),
         ("javascript:alert(1)", "starting with https://"),
         ("https://", "starting with https://"),
-        ("http://dataplane.example.com", "only allowed for localhost"),
-        ("http://localhost.evil.example", "only allowed for localhost"),
-        ("http://10.0.0.5", "only allowed for localhost"),
+        ("http://dataplane.example.com", "Use https://"),
+        ("http://localhost.evil.example", "Use https://"),
+        ("http://10.0.0.5", "Use https://"),
+        # Loopback only with the explicit opt-in, on any port and scheme.
+        ("http://localhost:8080", "Use https://"),
+        ("http://127.0.0.1:5000/", "Use https://"),
+        ("http://[::1]:9000", "Use https://"),
+        ("https://localhost", "Internal addresses"),
+        ("https://localhost.:8443", "Internal addresses"),
+        ("https://127.0.0.1:6379", "Internal addresses"),
+        ("https://[::1]", "Internal addresses"),
+        # Special-purpose ranges, also inside IPv6 forms.
+        ("https://[64:ff9b::a00:1]", "Internal addresses"),  # NAT64 of 10.0.0.1
+        ("https://[64:ff9b::808:808]", "Internal addresses"),  # NAT64, even public
+        ("https://[64:ff9b:1::a00:1]", "Internal addresses"),
+        ("https://[2002:a00:1::]", "Internal addresses"),  # 6to4 of 10.0.0.1
+        ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]", "Internal addresses"),
+        ("https://[::a00:1]", "Internal addresses"),  # IPv4-compatible
+        ("https://[::]", "Internal addresses"),
+        ("https://[100::1]", "Internal addresses"),  # discard-only
+        ("https://[2001:db8::1]", "Internal addresses"),  # documentation
+        ("https://192.0.0.8", "Internal addresses"),
+        ("https://198.18.0.1", "Internal addresses"),  # benchmarking
+        ("https://203.0.113.7", "Internal addresses"),  # documentation
+        ("https://240.0.0.1", "Internal addresses"),  # reserved
+        ("https://255.255.255.255", "Internal addresses"),
         ("https://10.0.0.5", "Internal addresses"),
         ("https://10.0.0.5./", "Internal addresses"),
         ("https://192.168.1.10:8443", "Internal addresses"),
@@ -123,6 +141,9 @@ def test_data_plane_url_refused(url: str, reason: str) -> None:
         "https://169.254.169.254",
         "http://dp.internal",
         "https://127.0.0.2",
+        "http://127.0.0.1:5000/",
+        "http://localhost:8080",
+        "https://[::1]:9000",
     ],
 )
 def test_private_hosts_allowed_when_configured(url: str) -> None:
@@ -220,7 +241,7 @@ def test_blank_write_key_is_fine(form_app: Flask) -> None:
 def test_region_validation(form_app: Flask) -> None:
     assert "region" in settings_form(form_app, region="mars").errors
     form = settings_form(form_app, region="custom", custom_api_host="http://10.0.0.1")
-    assert "only allowed for localhost" in form.errors["custom_api_host"][0]
+    assert "Use https://" in form.errors["custom_api_host"][0]
     # The URL is only checked for the custom region.
     assert settings_form(form_app, region="eu", custom_api_host="junk").errors == {}
     form = settings_form(

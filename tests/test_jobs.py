@@ -200,10 +200,11 @@ def test_batches_respect_size_limits(app, segment, redis_url):
     assert segment.requests > 1  # 60 × ~60 KB does not fit one 500 KB request
 
 
-def test_workspaces_are_delivered_separately(app, segment, redis_url):
+def test_workspaces_are_delivered_separately(make_app, segment, redis_url):
     from flask_refiner_segment import workspaces
     from flask_refiner_segment.outbound.settings import write_key_values
 
+    app = make_app(REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True)  # stand-in on 127.0.0.1
     state = app.extensions["refiner_segment"]
     with app.app_context():
         values = write_key_values(state, "wk_tenant_b")

@@ -52,7 +52,11 @@ def test_stored_write_key_never_leaks(
         api_host = f"http://127.0.0.1:{free_port()}"
     elif fault is not None:
         segment.set_fault(status=fault)
-    app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,  # the stand-in is on 127.0.0.1
+    )
     state = app.extensions["refiner_segment"]
     with app.app_context():
         values = write_key_values(state, SECRET)

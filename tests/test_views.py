@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import typing as t
 
 import pytest
@@ -66,7 +67,20 @@ def dump_db(app: Flask) -> str:
 
 @pytest.fixture
 def page_app(make_app: t.Callable[..., Flask]) -> Flask:
-    """An app configured from the page (no key or host in config), guard allowing."""
+    """An app configured from the page (no key or host in config), guard allowing;
+    private hosts allowed, so the Segment stand-in on 127.0.0.1 can be saved."""
+    app = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
+    )
+    allow(app)
+    return app
+
+
+@pytest.fixture
+def strict_app(make_app: t.Callable[..., Flask]) -> Flask:
+    """Like ``page_app``, without the host's opt-in to private hosts."""
     app = make_app(REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None)
     allow(app)
     return app
@@ -271,7 +285,14 @@ def test_region_is_saved(
         ({"track_event": "a\x00b"}, "track_event", "Control characters"),
         ({"custom_api_host": ""}, "custom_api_host", "Enter the data-plane URL"),
         ({"custom_api_host": "ftp://dp.example.com"}, "custom_api_host", "https://"),
-        ({"custom_api_host": "http://dp.example.com"}, "custom_api_host", "localhost"),
+        ({"custom_api_host": "http://dp.example.com"}, "custom_api_host", "https://"),
+        ({"custom_api_host": "http://127.0.0.1:6379"}, "custom_api_host", "https://"),
+        ({"custom_api_host": "https://localhost"}, "custom_api_host", "Internal"),
+        (
+            {"custom_api_host": "https://[64:ff9b::a00:1]"},
+            "custom_api_host",
+            "Internal",
+        ),
         ({"custom_api_host": "https://10.0.0.5/"}, "custom_api_host", "Internal"),
         (
             {"custom_api_host": "https://169.254.169.254/"},
@@ -303,8 +324,9 @@ def test_region_is_saved(
     ],
 )
 def test_bad_input_gets_an_error_next_to_the_field(
-    page_app: Flask, segment: t.Any, fields: dict[str, str], field: str, error: str
+    strict_app: Flask, segment: t.Any, fields: dict[str, str], field: str, error: str
 ) -> None:
+    page_app = strict_app
     response = save(page_app.test_client(), segment, **fields)
     assert response.status_code == 400
     html = response.get_data(as_text=True)
@@ -422,6 +444,56 @@ def test_send_test_event_network_error_and_no_key(
     )
 
 
+def test_a_custom_host_never_shows_a_non_json_body(
+    page_app: Flask, segment: t.Any
+) -> None:
+    """Send test event must not turn the page into a reader of internal services."""
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    def internal_service(environ: t.Any, start_response: t.Any) -> t.Any:
+        body = "<html>admin panel: internal-secret-token</html>"
+        return Response(body, 200, mimetype="text/html")(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, internal_service, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = page_app.test_client()
+        url = f"http://127.0.0.1:{server.server_port}"
+        follow(client, save(client, segment, write_key=KEY, custom_api_host=url))
+        html = follow(client, post_action(client, "test"))
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert "Segment answered 200 OK" in html
+    assert "internal-secret-token" not in html and "admin panel" not in html
+    assert "not shown" in html
+
+
+def test_a_stored_private_host_is_refused_when_not_allowed(
+    strict_app: Flask, segment: t.Any
+) -> None:
+    """A loopback URL stored earlier (or by hand) is not used without the opt-in."""
+    from flask_refiner_segment import workspaces
+    from flask_refiner_segment.outbound.settings import write_key_values
+
+    state = state_of(strict_app)
+    with strict_app.app_context():
+        values = write_key_values(state, KEY)
+        values.update(region="custom", custom_api_host=segment.url)
+        workspaces.update(state, "default", values)
+    current = settings_of(strict_app)
+    assert not current.sendable and "refused" in (current.host_error or "")
+    client = strict_app.test_client()
+    html = follow(client, post_action(client, "test"))
+    assert "Test event not sent: the custom data-plane URL is refused" in html
+    send_completion(strict_app, 1)
+    with strict_app.app_context():
+        assert state.owner.status_counts()["skipped"] == 1
+    assert segment.messages == []
+
+
 # -- delivery log ------------------------------------------------------------
 
 
@@ -483,6 +555,7 @@ def test_redis_down_is_not_a_500(
         REFINER_SEGMENT_WRITE_KEY=None,
         REFINER_SEGMENT_API_HOST=None,
         REFINER_SEGMENT_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
     )
     allow(app)
     client = app.test_client()
@@ -598,7 +671,10 @@ def test_changed_secret_key_shows_a_clear_error(
     follow(client, save(client, segment, write_key=KEY))
     follow(client, post_action(client, "webhook-secret", secret="shh-9911"))
     rotated = make_app(
-        REFINER_SEGMENT_WRITE_KEY=None, REFINER_SEGMENT_API_HOST=None, SECRET_KEY="new"
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
+        SECRET_KEY="new",
     )
     allow(rotated)
     client = rotated.test_client()
@@ -615,7 +691,10 @@ def test_changed_secret_key_shows_a_clear_error(
     assert settings_of(rotated).write_key == KEY
 
 
-def test_workspace_loader_selects_the_workspace(app: Flask, segment: t.Any) -> None:
+def test_workspace_loader_selects_the_workspace(
+    make_app: t.Callable[..., Flask], segment: t.Any
+) -> None:
+    app = make_app(REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True)
     ext = state_of(app).owner
     allow(app)
     ext.workspace_loader(lambda: "acme")

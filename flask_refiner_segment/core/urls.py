@@ -13,15 +13,28 @@ from urllib.parse import urlsplit
 
 US_HOST = "https://api.segment.io"
 EU_HOST = "https://events.eu1.segmentapis.com"
+#: Segment's own data planes.
+SEGMENT_HOSTS = frozenset({US_HOST, EU_HOST})
 
-#: Hosts for which plain ``http://`` is accepted (local data planes, tests).
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_URL = 2048
+#: Special-purpose ranges refused on top of what ``is_global`` says (older
+#: Pythons know less of them): NAT64 (RFC 6052, RFC 8215), which embed an IPv4
+#: address in an IPv6 one, and the IETF protocol assignments block.
+SPECIAL = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv4Network("192.0.0.0/24"),
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$")
 _INTERNAL = (
-    "Internal addresses are not allowed (private, loopback, link-local or"
-    " reserved); set REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS to allow them."
+    "Internal addresses are not allowed (loopback, private, link-local, NAT64 or"
+    " another special-purpose range); set REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS to"
+    " allow them."
+)
+_HTTP = (
+    "Use https:// (http:// only for a data plane inside your network, with"
+    " REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS)."
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -65,12 +78,14 @@ def ip_literal(host: str) -> IPAddress | None:
 def check_data_plane_url(url: str, *, allow_private: bool = False) -> str | None:
     """Why ``url`` can't be a custom data plane, or ``None`` when it can.
 
-    https is required; http only for ``localhost``, ``127.0.0.1`` and ``::1``.
-    Against SSRF, hosts that are private, loopback, link-local, reserved or
-    multicast IP literals (and ``*.localhost``) are refused, except those
-    three local names. ``allow_private`` lifts both rules, for data planes
-    inside the host's network. DNS names are not resolved here: a name that
-    points inside the network is not caught (restrict egress for that).
+    https is required, and against SSRF a host that is ``localhost`` (or
+    ``*.localhost``) or an IP literal outside the public internet is refused:
+    loopback, private, link-local, multicast, reserved, NAT64 and every other
+    special-purpose range :mod:`ipaddress` knows, also when written as an
+    IPv4-mapped, 6to4 or Teredo address or in a legacy IPv4 spelling.
+    ``allow_private`` (the host's explicit opt-in) lifts both rules, for data
+    planes inside the host's network. DNS names are not resolved here: a name
+    that points inside the network is not caught (restrict egress for that).
     """
     if not url:
         return "Enter the data-plane URL for a custom region."
@@ -90,14 +105,30 @@ def check_data_plane_url(url: str, *, allow_private: bool = False) -> str | None
         return "The URL must not contain credentials."
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         return "The URL must not contain a query or fragment."
-    local = host in LOCAL_HOSTS
-    if allow_private or local:
+    if allow_private:
         return None
     if parts.scheme == "http":
-        return "Use https:// (http:// is only allowed for localhost)."
-    if host.endswith(".localhost"):
+        return _HTTP
+    if host == "localhost" or host.endswith(".localhost"):
         return _INTERNAL
     address = ip_literal(host)
-    if address is not None and (not address.is_global or address.is_multicast):
+    if address is not None and not is_public(address):
         return _INTERNAL
     return None
+
+
+def is_public(address: IPAddress) -> bool:
+    """Whether ``address`` (and every IPv4 address it embeds) is on the public
+    internet: not special-purpose in any way :mod:`ipaddress` knows."""
+    if any(address in net for net in SPECIAL):
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if not all(is_public(v4) for v4 in embedded if v4 is not None):
+            return False
+    return (
+        address.is_global
+        and not address.is_multicast
+        and not address.is_reserved
+        and not address.is_unspecified
+    )

@@ -73,6 +73,8 @@ def send_test(state: State, workspace_id: str | None = None) -> SendResult:
     current = settings.load(state, ws, fresh=True)
     if not current.write_key:
         raise LookupError(current.error or "No Segment write key is configured.")
+    if current.host_error:
+        raise LookupError(current.host_error)
     now = dt.datetime.now(dt.timezone.utc)
     completion = {
         "user_id": "refiner-segment-test",
@@ -140,7 +142,7 @@ class Drain:
     def _drain(self) -> None:
         state, ws = self.state, self.workspace_id
         current = settings.load(state, ws, fresh=True)
-        if not current.enabled or not current.write_key or current.paused:
+        if not current.sendable or current.paused:
             logger.info(
                 "Deliveries of workspace %r wait: %s.",
                 ws,

@@ -11,6 +11,7 @@ import dataclasses
 import typing as t
 
 from .. import workspaces
+from ..core.urls import check_data_plane_url
 from ..core.urls import resolve_api_host
 from ..crypto import SecretUnavailable
 from ..crypto import hint
@@ -44,11 +45,14 @@ class WorkspaceSettings:
     attention_reason: str | None
     #: A problem reading the stored settings (e.g. the key cannot be decrypted).
     error: str | None
+    #: Why the stored custom data-plane URL may not be used (the URL policy,
+    #: e.g. after ``ALLOW_PRIVATE_HOSTS`` was turned off); nothing is sent then.
+    host_error: str | None = None
 
     @property
     def sendable(self) -> bool:
         """Whether new completions are queued for Segment."""
-        return self.enabled and bool(self.write_key)
+        return self.enabled and bool(self.write_key) and not self.host_error
 
     def skip_reason(self, survey_id: str | None) -> str | None:
         """Why a completion of this survey is not queued, or ``None``."""
@@ -56,6 +60,8 @@ class WorkspaceSettings:
             return "integration disabled"
         if not self.write_key:
             return self.error or "no Segment write key configured"
+        if self.host_error:
+            return self.host_error
         if self.surveys is not None and survey_id not in self.surveys:
             return f"survey {survey_id!r} is not selected to send"
         return None
@@ -114,6 +120,13 @@ def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings
             api_host = resolve_api_host(region, custom)
         except ValueError as exc:
             api_host, error = resolve_api_host("us"), str(exc)
+    host_error = None
+    if not from_config and region == "custom":
+        refused = check_data_plane_url(
+            custom or "", allow_private=config.allow_private_hosts
+        )
+        if refused:
+            host_error = f"the custom data-plane URL is refused: {refused}"
     paused = bool(
         write_key
         and row is not None
@@ -142,6 +155,7 @@ def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings
         paused=paused,
         attention_reason=row.attention_reason if paused and row is not None else None,
         error=error,
+        host_error=host_error,
     )
 
 

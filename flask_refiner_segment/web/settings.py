@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http
+import json
 import logging
 import math
 import typing as t
@@ -18,6 +19,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import workspaces
+from ..core.urls import SEGMENT_HOSTS
 from ..crypto import SecretUnavailable
 from ..crypto import mask
 from ..inbound import auth
@@ -103,7 +105,8 @@ def make_blueprint() -> Blueprint:
             flash(f"Test event not sent: {exc}", "error")
         else:
             level = "success" if result.outcome == "ok" else "error"
-            flash(_scrub(describe_result(result), current.write_key), level)
+            text = describe_result(result, current.api_host)
+            flash(_scrub(text, current.write_key), level)
         return redirect(url_for(".settings"))
 
     @bp.post("/retry-failed")
@@ -185,8 +188,12 @@ def _rotate(state: State, ws: str, verb: str) -> str:
     return key
 
 
-def describe_result(result: SendResult) -> str:
-    """Segment's answer to a test event, in plain words."""
+def describe_result(result: SendResult, api_host: str) -> str:
+    """Segment's answer to a test event, in plain words.
+
+    The body is shown as is from Segment's own hosts only; from a custom data
+    plane only when it is JSON, so the button cannot read other services.
+    """
     if result.status_code is None:
         return f"Segment could not be reached: {result.error}."
     try:
@@ -194,6 +201,8 @@ def describe_result(result: SendResult) -> str:
     except ValueError:
         phrase = ""
     body = result.body.strip()
+    if api_host not in SEGMENT_HOSTS and body and not _is_json(body):
+        body = "(body not shown: a custom data plane's answer is shown only as JSON)"
     if len(body) > _FLASH_BODY:
         body = body[:_FLASH_BODY] + "…"
     text = f"Segment answered {result.status_code} {phrase}".rstrip()
@@ -206,6 +215,13 @@ def describe_result(result: SendResult) -> str:
     elif result.outcome == "retry":
         text += " — a temporary error; deliveries are retried automatically."
     return text
+
+
+def _is_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), (dict, list))
+    except ValueError:
+        return False
 
 
 def _scrub(text: str, secret: str | None) -> str:
