@@ -12,12 +12,13 @@ REMOVED_IN = "0.3"
 Moved = t.Mapping[str, tuple[t.Any, str]]
 
 
-def warn(old: str, new: str) -> None:
-    """Warn that ``old`` is deprecated in favour of ``new``."""
+def warn(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new``, attributed to the
+    caller of the function that calls this one (``stacklevel`` counts from here)."""
     warnings.warn(
         f"'{old}' is deprecated and will be removed in {REMOVED_IN}. Use '{new}'.",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -26,5 +27,6 @@ def moved(module: str, name: str, table: Moved) -> t.Any:
     if name not in table:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     value, new = table[name]
-    warn(f"{module}.{name}", new)
+    # warn <- moved <- the module's __getattr__ <- the code that used the name
+    warn(f"{module}.{name}", new, stacklevel=4)
     return value

@@ -194,3 +194,37 @@ def test_database_refusing_goes_through_redis(app, redis_url, segment):
 
 def test_signal_outside_app_context_does_not_raise(app):
     hostapp.survey_completed.send(None, **completion(1))
+
+
+def test_the_redis_fallback_carries_no_personal_data(
+    app, redis_url, redis_conn, segment
+):
+    """Answers, traits and the user id travel encrypted, like the write key."""
+    from rq import Queue
+
+    state = app.extensions["refiner_segment"]
+    table = state.tables.outbound.Delivery.__table__
+    with app.app_context():
+        table.drop(state.db.engine)
+    send_completion(
+        app,
+        8,
+        user_id="ann-private-id",
+        answers={"how_likely": 9, "role": "Secret Role", "Company Size": "50-200"},
+        user_traits={"email": "ann@private.example"},
+    )
+    with app.app_context():
+        table.create(state.db.engine)
+    queue = Queue(state.config.queue, connection=redis_conn)
+    (job,) = queue.get_jobs()
+    stored = repr(job.args) + repr(job.kwargs)
+    for secret in ("ann-private-id", "Secret Role", "ann@private.example", "50-200"):
+        assert secret not in stored
+    run_worker(app, redis_url)
+    (row,) = deliveries(app)
+    assert (row.response_id, row.user_id, row.status) == (
+        "r-8",
+        "ann-private-id",
+        "sent",
+    )
+    assert segment.messages[0]["traits"]["email"] == "ann@private.example"

@@ -47,27 +47,27 @@ def deliver(workspace_id: str) -> dict[str, int]:
         return Drain(state, workspace_id, _job_queue(state)).run()
 
 
-def record_completion(
-    workspace_id: str,
-    response_id: str | None,
-    survey_id: str | None,
-    user_id: str | None,
-    payload: str,
-) -> bool:
+def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
     """Record a completion that reached Redis while the database was down.
 
+    ``sealed`` is the delivery row, encrypted with the app's secret box (jobs
+    queued by 0.1 carry ``response_id, survey_id, user_id, payload`` instead).
     A database error raises, so RQ retries the job.
     """
     with _app().app_context():
         state = get_state()
-        row = {
-            "workspace_id": workspace_id,
-            "response_id": response_id,
-            "survey_id": survey_id,
-            "user_id": user_id,
-            "payload": payload,
-            "nps_score": completion_nps_score(json.loads(payload)),
-        }
+        if legacy:
+            response_id, survey_id, user_id, payload = (sealed, *legacy)
+            row = {
+                "workspace_id": workspace_id,
+                "response_id": response_id,
+                "survey_id": survey_id,
+                "user_id": user_id,
+                "payload": payload,
+                "nps_score": completion_nps_score(json.loads(payload)),
+            }
+        else:
+            row = json.loads(state.box.decrypt(sealed))
         inserted = outbox.insert_pending(state, row)
         if inserted:
             kick.kick(state, workspace_id)

@@ -8,6 +8,7 @@ the host.
 
 from __future__ import annotations
 
+import json
 import logging
 import typing as t
 from collections.abc import Mapping
@@ -110,14 +111,11 @@ def record(state: State, row: dict[str, t.Any]) -> bool:
 
 def _fallback_to_redis(state: State, row: dict[str, t.Any], exc: Exception) -> None:
     try:
+        # The completion holds personal data: it travels encrypted, like the
+        # write key at rest, and only the workspace id is in the clear.
+        sealed = state.box.encrypt(json.dumps(row))
         state.queue.enqueue(
-            kick.RECORD_JOB,
-            row["workspace_id"],
-            row["response_id"],
-            row["survey_id"],
-            row["user_id"],
-            row["payload"],
-            **kick.job_options(state),
+            kick.RECORD_JOB, row["workspace_id"], sealed, **kick.job_options(state)
         )
         logger.warning(
             "Database unavailable (%s); completion %r queued in Redis and will be"
