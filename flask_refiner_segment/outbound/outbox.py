@@ -229,7 +229,7 @@ def backoff(state: State, attempts: int, retry_after: float | None) -> float:
     """
     config = state.config
     ceiling = min(config.backoff_max, config.backoff_base * 2 ** max(0, attempts - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
+    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
     if retry_after is not None:
         delay = max(delay, min(retry_after, config.retry_after_max))
     return delay

@@ -40,8 +40,12 @@ logger = logging.getLogger("flask_refiner_segment")
 
 
 def make_client(state: State, current: WorkspaceSettings) -> SegmentClient:
-    """A client for the workspace's Segment source (it must have a write key)."""
-    assert current.write_key is not None
+    """A client for the workspace's Segment source.
+
+    :raise LookupError: the workspace has no write key.
+    """
+    if current.write_key is None:
+        raise LookupError("No Segment write key is configured.")
     return SegmentClient(
         current.api_host,
         current.write_key,
@@ -212,7 +216,8 @@ class Drain:
             outbox.release(self.state, [row.id for row in rows])
             return
         messages = [m for group in groups for m in group]
-        assert self.client is not None  # set before anything is claimed
+        if self.client is None:  # set before anything is claimed
+            raise RuntimeError("a drain sends only after its client is made")
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":

@@ -56,7 +56,8 @@ class EmbeddedRedis:
         workdir = self._workdir
         if workdir is None:
             workdir = self._tmp = tempfile.mkdtemp(prefix="refiner-redis-")
-        self.proc = subprocess.Popen(
+        # A fixed argv (no shell) of a binary we located ourselves.
+        self.proc = subprocess.Popen(  # noqa: S603
             [
                 redis_server_binary(),
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
