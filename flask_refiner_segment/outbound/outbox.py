@@ -72,7 +72,10 @@ def insert_pending(state: State, row: dict[str, t.Any]) -> bool:
     engine, stmt = state.local("insert_pending", lambda: _insert_statement(state))
     try:
         with engine.connect() as conn:
-            return bool(conn.execute(stmt, values).rowcount)
+            result = conn.execute(stmt, values)
+            if result.returns_rows:  # ON CONFLICT .. RETURNING: a row when inserted
+                return result.first() is not None
+            return bool(result.rowcount)
     except IntegrityError:  # dialects without ON CONFLICT
         return False
 
@@ -90,6 +93,9 @@ def _insert_statement(state: State) -> tuple[sa.Engine, t.Any]:
         ).on_conflict_do_nothing(
             index_elements=["workspace_id", "response_id", "content_hash"]
         )
+        # rowcount of an INSERT .. ON CONFLICT DO NOTHING is -1 on some drivers
+        # (psycopg 3 with SQLAlchemy's insertmanyvalues): ask for the new id.
+        stmt = stmt.returning(table.c.id)
     return engine, stmt
 
 
@@ -121,9 +127,10 @@ def claim(
 ) -> list[sa.Row[t.Any]]:
     """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
 
-    Safe with several workers: the outer ``status = 'pending'`` condition is
-    re-checked on rows another worker claimed meanwhile, and PostgreSQL skips
-    rows locked by a concurrent claim.
+    Safe with several workers: the ``status = 'pending'`` condition of the
+    ``UPDATE`` is re-checked on rows another worker claimed meanwhile, and
+    PostgreSQL skips rows locked by a concurrent claim. The claimed rows come
+    back from the ``UPDATE .. RETURNING`` itself.
     """
     table = _table(state)
     now = utcnow()
@@ -139,32 +146,36 @@ def claim(
         .order_by(table.c.id)
         .limit(limit)
     )
-    if state.db.engine.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
     with _bookkeeping(state) as conn:
-        conn.execute(
+        if conn.dialect.name == "postgresql":
+            # Lock the due rows first. As ``IN (subquery)`` PostgreSQL may run
+            # the ``LIMIT .. FOR UPDATE SKIP LOCKED`` subquery once per outer
+            # row, each run skipping the rows already taken: it would claim
+            # every due row instead of ``limit``.
+            ids = list(conn.execute(due.with_for_update(skip_locked=True)).scalars())
+            if not ids:
+                return []
+            chosen = table.c.id.in_(ids)
+        else:
+            chosen = table.c.id.in_(due.scalar_subquery())
+        rows = conn.execute(
             table.update()
-            .where(table.c.id.in_(due.scalar_subquery()))
-            .where(table.c.status == models.PENDING)
+            .where(chosen, table.c.status == models.PENDING)
             .values(
                 status=models.SENDING,
                 claim_token=token,
                 lease_expires_at=now + dt.timedelta(seconds=state.config.lease_seconds),
                 updated_at=now,
             )
-        )
-        rows = conn.execute(
-            sa.select(
+            .returning(
                 table.c.id,
                 table.c.response_id,
                 table.c.payload,
                 table.c.attempts,
                 table.c.retry_until,
             )
-            .where(table.c.claim_token == token)
-            .order_by(table.c.id)
         ).all()
-    return list(rows)  # type: ignore[arg-type]
+    return sorted(rows, key=lambda row: int(row.id))
 
 
 def _update(state: State, ids: t.Sequence[int], **values: t.Any) -> None:
