@@ -3,6 +3,9 @@
 Needs PostgreSQL (``$BENCH_POSTGRES_URL``, default the local ``test`` database's
 server; a database of the run's own is created and dropped) and starts its own
 Redis (or uses ``$BENCH_REDIS_URL``), stand-in, RQ workers and gunicorn.
+Parts (``--only``): path, throughput, latency, inbound, growth (delivery and
+inbound, see bench/delivery.py and bench/inbound.py) and segments (segment
+evaluation on generated data, PostgreSQL and SQLite: bench/segments.py).
 ``--smoke`` runs every part with tiny sizes, to keep the harness working; its
 figures mean nothing.
 """
@@ -24,13 +27,14 @@ import sqlalchemy as sa
 
 from . import delivery
 from . import inbound
+from . import segments
 from ._util import postgres_database
 from ._util import redis_url
 from ._util import sqlite_database
 from ._util import standin_process
 
 EXT = "flask-refiner-segment"
-PARTS = ("path", "throughput", "latency", "inbound", "growth")
+PARTS = ("path", "throughput", "latency", "inbound", "growth", "segments")
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
@@ -39,11 +43,11 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         args.n, args.path_n, args.latency_samples = 300, 200, 5
         args.inbound_seconds, args.sizes, args.threads = 1.0, "100,300", 4
         args.loadgen = "python"
+        args.profiles, args.events = 300, 3_000
     sizes = [int(s) for s in args.sizes.split(",") if s]
     only = set(args.only.split(","))
     if only - set(PARTS):
         raise SystemExit(f"unknown part: {', '.join(sorted(only - set(PARTS)))}")
-    results: dict[str, t.Any] = {}
     report = Report(args.json)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -59,8 +63,9 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             name = f"{EXT} ({label} + Redis, {workers} worker{'s' * (workers > 1)})"
             return delivery.extension(name, database, redis_at, host, workers)
 
-        capacity = delivery.standin_capacity(standin, max(3 * args.n, 10_000))
-        results["standin_capacity"] = capacity
+        capacity = 0.0
+        if "throughput" in only:  # the ceiling its table is read against
+            capacity = delivery.standin_capacity(standin, max(3 * args.n, 10_000))
 
         paths = []
         for setup in (
@@ -124,6 +129,16 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                     growth.append(delivery.throughput(producer, standin, n))
         if growth:
             report.growth(growth)
+
+        if "segments" in only:
+            loads, shapes = [], []
+            for label, database in (("PostgreSQL", postgres), ("SQLite", sqlite)):
+                loaded, timed = segments.run(
+                    label, database, redis_at, args.profiles, args.events
+                )
+                loads.append(loaded)
+                shapes += timed
+            report.user_segments(loads, shapes)
     report.line(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
     report.save()
     lost = [r for r in runs + growth if r.name.startswith(EXT) and r.lost]
@@ -144,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--inbound-seconds", type=float, default=10.0)
     parser.add_argument("--sizes", default="1000,10000,100000", help="growth with N")
+    parser.add_argument(
+        "--profiles", type=int, default=100_000, help="segments: generated profiles"
+    )
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="segments: generated events"
+    )
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(
         "--only",
@@ -164,10 +185,19 @@ class Report:
     def line(self, text: str = "") -> None:
         print(text, flush=True)
 
-    def table(self, title: str, header: list[str], rows: list[list[str]]) -> None:
+    def table(
+        self,
+        title: str,
+        header: list[str],
+        rows: list[list[str]],
+        right: t.Collection[int] = (),
+    ) -> None:
+        """``right``: the indexes of the columns aligned right (numbers)."""
         self.line(f"\n### {title}\n")
         self.line("| " + " | ".join(header) + " |")
-        self.line("|" + "---|" * len(header))
+        self.line(
+            "|" + "".join("---:|" if i in right else "---|" for i in range(len(header)))
+        )
         for row in rows:
             self.line("| " + " | ".join(row) + " |")
 
@@ -321,6 +351,35 @@ class Report:
                 "lost (ext / a-p)",
             ],
             rows,
+        )
+
+    def user_segments(
+        self, loads: list[segments.LoadResult], results: list[segments.SegmentResult]
+    ) -> None:
+        self.data["segments_load"] = [dataclasses.asdict(r) for r in loads]
+        self.data["segments"] = [dataclasses.asdict(r) for r in results]
+        first = loads[0]
+        self.table(
+            f"6. User segments, {first.profiles:,} profiles, {segments.ACCOUNTS:,}"
+            f" accounts, {first.events:,} events: count() best of 3, is_member()"
+            f" mean over {segments.SAMPLE} users",
+            ["database", "segment shape", "members", "count() ms", "is_member() ms"],
+            [
+                [
+                    r.database,
+                    r.shape,
+                    f"{r.members:,}",
+                    f"{r.count_ms:,.1f}",
+                    f"{r.is_member_ms:.2f}",
+                ]
+                for r in results
+            ],
+            right=(2, 3, 4),
+        )
+        self.line(
+            "\nLoading the data took "
+            + ", ".join(f"{r.seconds:.1f} s on {r.database}" for r in loads)
+            + "."
         )
 
     def save(self) -> None:

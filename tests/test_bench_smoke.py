@@ -2,7 +2,9 @@
 
 What is asserted is what must hold at any speed: every part ran, the extension
 lost nothing, the stand-in received every message of the baseline run that
-has room for them, the inbound runs stored events without errors.
+has room for them, the inbound runs stored events without errors, and every
+segment shape was counted on both databases with the same answers (the data is
+generated from the same seed on each).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.segments import SHAPES
 
 from .conftest import POSTGRES_URL
 from .conftest import ROOT
@@ -59,3 +62,23 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
     assert data["inbound_events_stored"] == data["inbound_accepted"]
     assert data["standin_capacity"] > 0
     assert "| N |" in run.stdout  # the growth table was printed
+
+    segment_loads = data["segments_load"]
+    assert [r["database"] for r in segment_loads] == ["PostgreSQL", "SQLite"]
+    assert all(r["profiles"] == 300 and r["events"] == 3000 for r in segment_loads)
+    assert len(data["segments"]) == 2 * len(SHAPES)
+    by_db: dict[str, dict[str, dict]] = {}
+    for result in data["segments"]:
+        by_db.setdefault(result["database"], {})[result["shape"]] = result
+    assert set(by_db) == {"PostgreSQL", "SQLite"}
+    for database, shapes in by_db.items():
+        assert set(shapes) == set(SHAPES), database
+        for shape, result in shapes.items():
+            assert 0 <= result["members"] <= 300, (database, shape)
+            assert 0 <= result["sampled_members"] <= result["sampled"] == 200
+    for shape in SHAPES:
+        pg, lite = by_db["PostgreSQL"][shape], by_db["SQLite"][shape]
+        assert pg["members"] == lite["members"], shape
+        assert pg["sampled_members"] == lite["sampled_members"], shape
+    assert by_db["SQLite"]["trait eq (plan = pro)"]["members"] > 0
+    assert "| database | segment shape |" in run.stdout
