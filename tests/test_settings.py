@@ -288,10 +288,14 @@ def test_secret_unavailable_after_a_secret_key_change_is_an_error(make_app):
     assert (default.write_key_source, default.error) == ("config", None)
 
 
-def test_an_unusable_region_is_an_error(bare_app):
-    store(bare_app, "ws-a", region="custom", custom_api_host=None)
+def test_an_unusable_region_is_an_error_and_nothing_is_sent(bare_app):
+    """With a write key but no usable data plane nothing goes anywhere (0.1 fell
+    back to Segment's US host)."""
+    store_key(bare_app, "ws-a", region="custom", custom_api_host=None)
     s = load(bare_app, "ws-a")
     assert s.error is not None and "custom data-plane URL" in s.error
-    store(bare_app, "ws-b", region="mars")
+    assert s.sendable is False and s.skip_reason("nps") == s.error
+    store_key(bare_app, "ws-b", region="mars")
     s = load(bare_app, "ws-b")
     assert s.error is not None and "Unknown region" in s.error
+    assert s.sendable is False and s.skip_reason("nps") == s.error

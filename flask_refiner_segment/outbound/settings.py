@@ -113,15 +113,17 @@ def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings
     region = row.region if row is not None else "us"
     custom = row.custom_api_host if row is not None else None
     from_config = bool(is_default and config.api_host)
+    host_error = None
     if from_config:
         api_host = str(config.api_host).rstrip("/")
     else:
         try:
             api_host = resolve_api_host(region, custom)
         except ValueError as exc:
+            # Never fall back to another data plane than the one chosen.
             api_host, error = resolve_api_host("us"), str(exc)
-    host_error = None
-    if not from_config and region == "custom":
+            host_error = error
+    if not host_error and not from_config and region == "custom":
         refused = check_data_plane_url(
             custom or "", allow_private=config.allow_private_hosts
         )
