@@ -39,8 +39,8 @@ def normalize_completion(
     user_traits: object = None,
     on_convert: OnConvert | None = None,
 ) -> dict[str, t.Any]:
-    """Validate the ``survey_completed`` keyword arguments (SPEC §1) and return
-    the JSON-safe *completion*::
+    """Validate the ``survey_completed`` keyword arguments (the README's "The
+    signal contract") and return the JSON-safe *completion*::
 
         {"user_id": str,
          "survey": {"id": str, "name": str | None,

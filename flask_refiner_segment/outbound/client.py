@@ -40,12 +40,13 @@ _SNIPPET_MAX = 200
 
 
 def classify_status(status: int) -> Outcome:
-    """Classify an HTTP status as SPEC §3 says.
+    """Classify an HTTP status as the README's retry policy says.
 
     2xx is ``ok``; 401/403 ``unauthorized``; 408, 429 and 5xx except 501/505
     ``retry``; every other status ``permanent`` (3xx too: redirects are not
-    followed). Segment's libraries also retry 410 and 460 and not 511; the SPEC
-    is the authority here, so 410/460 are permanent and 511 is retried.
+    followed). Segment's libraries also retry 410 and 460 and not 511; the
+    documented policy is the authority here, so 410/460 are permanent and 511
+    is retried.
     """
     if 200 <= status < 300:
         return "ok"

@@ -1,7 +1,7 @@
 """Inbound tables: what Segment sends to this app as a destination.
 
-Everything is scoped by ``workspace_id`` (SPEC §6) and keyed by Segment's ids
-(``userId``, ``groupId``), so the tables need no joins to the host's own users.
+Everything is scoped by ``workspace_id`` (one tenant each) and keyed by Segment's
+ids (``userId``, ``groupId``), so the tables need no joins to the host's own users.
 
 Traits are stored one row per ``(workspace, subject, top-level key)``:
 
