@@ -31,6 +31,9 @@ DEFAULTS: dict[str, t.Any] = {
     # RQ retries of a drain job that crashed (e.g. the database was down).
     "JOB_RETRY_INTERVALS": (5, 30, 120),
     "REDIS_SOCKET_TIMEOUT": 2.0,
+    # A worker's state change that lost its database connection is tried again
+    # after each of these delays (s).
+    "DB_RETRY_DELAYS": (0.1, 0.5, 2.0),
     # HTTP to Segment.
     "CONNECT_TIMEOUT": 3.05,
     "READ_TIMEOUT": 10.0,
@@ -81,6 +84,7 @@ class Config:
     job_timeout: int
     job_retry_intervals: tuple[int, ...]
     redis_socket_timeout: float
+    db_retry_delays: tuple[float, ...]
     connect_timeout: float
     read_timeout: float
     backoff_base: float
@@ -120,6 +124,7 @@ def read_config(app: Flask) -> Config:
         or "redis://localhost:6379/0"
     )
     secret = app.config.get("SECRET_KEY")
+    values["db_retry_delays"] = tuple(float(d) for d in values["db_retry_delays"])
     values["job_retry_intervals"] = tuple(
         int(i) for i in values["job_retry_intervals"]
     ) or (1,)

@@ -215,8 +215,8 @@ def test_mark_sent(app):
     claimed = claim(app)
     before = utcnow()
     with app.app_context():
-        outbox.mark_sent(state_of(app), [claimed[0].id], 200)
-        outbox.mark_sent(state_of(app), [], 200)  # nothing to do
+        assert outbox.mark_sent(state_of(app), [claimed[0]], 200) == [claimed[0].id]
+        assert outbox.mark_sent(state_of(app), [], 200) == []  # nothing to do
     r, other = rows(app)["r-1"], rows(app)["r-2"]
     assert (r.status, r.attempts, r.last_status_code) == ("sent", 1, 200)
     assert r.sent_at >= before and r.reason is None
@@ -229,7 +229,7 @@ def test_mark_failed(app):
     insert(app, row(1))
     (claimed,) = claim(app)
     with app.app_context():
-        outbox.mark_failed(state_of(app), [claimed.id], "400 Bad Request", 400)
+        outbox.mark_failed(state_of(app), [claimed], "400 Bad Request", 400)
     r = rows(app)["r-1"]
     assert (r.status, r.attempts, r.reason, r.last_status_code) == (
         "failed",
@@ -358,8 +358,8 @@ def test_release_returns_claims_unsent(app):
     claimed = claim(app)
     before = utcnow()
     with app.app_context():
-        outbox.release(state_of(app), [claimed[0].id], "Segment rejected the key")
-        outbox.release(state_of(app), [claimed[1].id])
+        outbox.release(state_of(app), [claimed[0]], "Segment rejected the key")
+        outbox.release(state_of(app), [claimed[1]])
     found = rows(app)
     for r in found.values():
         assert r.status == models.PENDING and r.attempts == 0
@@ -368,6 +368,63 @@ def test_release_returns_claims_unsent(app):
     assert found["r-1"].reason == "Segment rejected the key"
     assert found["r-2"].reason is None  # no reason given: left as it was
     assert [r.response_id for r in claim(app)] == ["r-1", "r-2"]  # due again
+
+
+def test_a_stale_claim_changes_nothing(make_app):
+    """A worker whose lease expired and whose rows another worker re-claimed
+    cannot overwrite what the new claim decides, whichever answer comes last."""
+    app = make_app(REFINER_SEGMENT_LEASE_SECONDS=0)
+    insert(app, row(1), row(2))
+    state = state_of(app)
+    stale = claim(app)  # worker A; its lease expires at once
+    with app.app_context():
+        assert outbox.release_stale(state)[0] == 2  # the sweep takes them back
+    fresh = claim(app)  # worker B
+    assert [r.claim_token for r in fresh] != [r.claim_token for r in stale]
+    with app.app_context():
+        assert outbox.mark_sent(state, [fresh[0]], 200) == [fresh[0].id]
+        # A's late answers: a failure, a retry, a release, a success.
+        assert outbox.mark_failed(state, [stale[0]], "timed out", None) == []
+        assert outbox.release(state, stale) == []
+        expired, _ = outbox.mark_retry(state, "ws-a", stale, retry_result())
+        assert expired == []
+        assert outbox.mark_sent(state, [stale[1]], 200) == []
+    found = rows(app)
+    assert (found["r-1"].status, found["r-1"].attempts) == ("sent", 1)
+    assert found["r-1"].sent_at is not None and found["r-1"].reason is None
+    assert found["r-2"].status == models.SENDING  # still B's
+    assert found["r-2"].claim_token == fresh[1].claim_token
+    with app.app_context():
+        assert outbox.mark_failed(state, [fresh[1]], "400", 400) == [fresh[1].id]
+    assert rows(app)["r-2"].status == "failed" and rows(app)["r-2"].sent_at is None
+
+
+def test_a_lost_connection_in_a_state_change_is_retried(make_app):
+    """The worker's connection is killed under a state change (PostgreSQL
+    restarted): the change is retried on a new connection, not left to the lease."""
+    app = make_app(REFINER_SEGMENT_DB_RETRY_DELAYS=[0.05, 0.1])
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("PostgreSQL: a backend can be terminated")
+    insert(app, row(1))
+    state = state_of(app)
+    claimed = claim(app)
+    killed = []
+
+    def kill_once(conn, cursor, statement, *args):
+        if statement.startswith("UPDATE") and not killed:
+            killed.append(statement)
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with app.app_context():
+        engine = state.db.engine
+    sa.event.listen(engine, "before_cursor_execute", kill_once)
+    try:
+        with app.app_context():
+            assert outbox.mark_sent(state, claimed, 200) == [claimed[0].id]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", kill_once)
+    assert killed
+    assert rows(app)["r-1"].status == "sent"
 
 
 def test_next_due_is_the_earliest_pending_of_the_workspace(app):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import random
+import time
 import typing as t
 import uuid
 
@@ -24,6 +26,14 @@ from ..tables.base import utcnow
 if t.TYPE_CHECKING:
     from ..state import State
     from .client import SendResult
+
+logger = logging.getLogger("flask_refiner_segment")
+
+R = t.TypeVar("R")
+
+#: A claimed delivery: ``id``, ``response_id``, ``payload``, ``attempts``,
+#: ``retry_until`` and the ``claim_token`` that fences its state changes.
+Claimed = sa.Row[t.Any]
 
 
 def _table(state: State) -> sa.Table:
@@ -124,7 +134,7 @@ def insert_unsent(
 
 def claim(
     state: State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
-) -> list[sa.Row[t.Any]]:
+) -> list[Claimed]:
     """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
 
     Safe with several workers: the ``status = 'pending'`` condition of the
@@ -173,18 +183,68 @@ def claim(
                 table.c.payload,
                 table.c.attempts,
                 table.c.retry_until,
+                table.c.claim_token,
             )
         ).all()
     return sorted(rows, key=lambda row: int(row.id))
 
 
-def _update(state: State, ids: t.Sequence[int], **values: t.Any) -> None:
-    if not ids:
-        return
+def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> list[int]:
+    """Apply ``values`` to the claimed ``rows`` that their claim still holds.
+
+    Fenced: a row changes only while its ``claim_token`` is the one its claim
+    set and it is still ``sending``, so a late answer to a stale claim (its
+    lease expired and another worker took the row) changes nothing. A lost
+    connection is retried (``DB_RETRY_DELAYS``), which the fence makes safe.
+    Returns the ids that changed.
+    """
+    if not rows:
+        return []
     table = _table(state)
     values.setdefault("updated_at", utcnow())
-    with _bookkeeping(state) as conn:
-        conn.execute(table.update().where(table.c.id.in_(list(ids))).values(**values))
+    by_claim: dict[str, list[int]] = {}
+    for row in rows:
+        by_claim.setdefault(str(row.claim_token), []).append(int(row.id))
+
+    def apply() -> list[int]:
+        changed: list[int] = []
+        with _bookkeeping(state) as conn:
+            for token, ids in by_claim.items():
+                changed += conn.execute(
+                    table.update()
+                    .where(
+                        table.c.id.in_(ids),
+                        table.c.claim_token == token,
+                        table.c.status == models.SENDING,
+                    )
+                    .values(**values)
+                    .returning(table.c.id)
+                ).scalars()
+        return sorted(changed)
+
+    return _retrying(state, apply)
+
+
+def _retrying(state: State, func: t.Callable[[], R]) -> R:
+    """``func()``, again after a lost connection or a locked database."""
+    delays = state.config.db_retry_delays
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            return func()
+        except sa.exc.DBAPIError as exc:
+            transient = exc.connection_invalidated or isinstance(
+                exc, sa.exc.OperationalError
+            )
+            if delay is None or not transient:
+                raise
+            logger.warning(
+                "Database error in a delivery state change (%s); retry %d in %.1f s.",
+                type(exc.orig).__name__,
+                attempt + 1,
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _unclaimed(status: str, next_attempt_at: dt.datetime | None) -> dict[str, t.Any]:
@@ -200,19 +260,20 @@ def _unclaimed(status: str, next_attempt_at: dt.datetime | None) -> dict[str, t.
 
 def _attempted(
     state: State,
-    ids: t.Sequence[int],
+    rows: t.Sequence[Claimed],
     status: str,
     *,
     reason: str | None,
     status_code: int | None,
     next_attempt_at: dt.datetime | None = None,
     **values: t.Any,
-) -> None:
+) -> list[int]:
     """Record an attempt at sending claimed deliveries: count it, keep its
-    outcome (``reason``, ``status_code``) and end the claim."""
-    _update(
+    outcome (``reason``, ``status_code``) and end the claim. Returns the ids
+    that changed (see :func:`_transition`)."""
+    return _transition(
         state,
-        ids,
+        rows,
         attempts=_table(state).c.attempts + 1,
         reason=reason,
         last_status_code=status_code,
@@ -221,16 +282,25 @@ def _attempted(
     )
 
 
-def mark_sent(state: State, ids: t.Sequence[int], status_code: int | None) -> None:
-    _attempted(
-        state, ids, models.SENT, reason=None, status_code=status_code, sent_at=utcnow()
+def mark_sent(
+    state: State, rows: t.Sequence[Claimed], status_code: int | None
+) -> list[int]:
+    """Segment took the claimed ``rows``; returns the ids that changed."""
+    return _attempted(
+        state, rows, models.SENT, reason=None, status_code=status_code, sent_at=utcnow()
     )
 
 
 def mark_failed(
-    state: State, ids: t.Sequence[int], reason: str, status_code: int | None = None
-) -> None:
-    _attempted(state, ids, models.FAILED, reason=reason, status_code=status_code)
+    state: State,
+    rows: t.Sequence[Claimed],
+    reason: str,
+    status_code: int | None = None,
+) -> list[int]:
+    """The claimed ``rows`` failed for good; returns the ids that changed."""
+    return _attempted(
+        state, rows, models.FAILED, reason=reason, status_code=status_code
+    )
 
 
 def backoff(state: State, attempts: int, retry_after: float | None) -> float:
@@ -249,7 +319,7 @@ def backoff(state: State, attempts: int, retry_after: float | None) -> float:
 def mark_retry(
     state: State,
     workspace_id: str,
-    rows: t.Sequence[sa.Row[t.Any]],
+    rows: t.Sequence[Claimed],
     result: SendResult,
 ) -> tuple[list[int], dt.datetime]:
     """Put deliveries back as pending with a backoff, or fail those out of time.
@@ -262,16 +332,16 @@ def mark_retry(
     now = utcnow()
     attempts = max(row.attempts for row in rows) + 1
     next_at = now + dt.timedelta(seconds=backoff(state, attempts, result.retry_after))
-    expired = [
-        row.id
+    out_of_time = [
+        row
         for row in rows
         if row.retry_until is not None and row.retry_until <= next_at
     ]
-    waiting = [row.id for row in rows if row.id not in set(expired)]
+    waiting = [row for row in rows if row not in out_of_time]
     reason = f"{result.error} (retrying)"
-    mark_failed(
+    expired = mark_failed(
         state,
-        expired,
+        out_of_time,
         f"gave up after the retry window: {result.error}",
         result.status_code,
     )
@@ -297,12 +367,14 @@ def mark_retry(
     return expired, next_at
 
 
-def release(state: State, ids: t.Sequence[int], reason: str | None = None) -> None:
+def release(
+    state: State, rows: t.Sequence[Claimed], reason: str | None = None
+) -> list[int]:
     """Return claimed deliveries unsent (the write key was rejected)."""
     values: dict[str, t.Any] = {}
     if reason is not None:
         values["reason"] = reason
-    _update(state, ids, **_unclaimed(models.PENDING, utcnow()), **values)
+    return _transition(state, rows, **_unclaimed(models.PENDING, utcnow()), **values)
 
 
 def next_due(state: State, workspace_id: str) -> dt.datetime | None:

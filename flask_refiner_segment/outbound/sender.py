@@ -204,7 +204,7 @@ class Drain:
         chunks = chunk_batches(groups)
         for n, chunk in enumerate(chunks):
             if self.paused:
-                rest = [built[i].id for c in chunks[n:] for i in c]
+                rest = [built[i] for c in chunks[n:] for i in c]
                 outbox.release(self.state, rest)
                 return
             self._send_chunk([built[i] for i in chunk], [groups[i] for i in chunk])
@@ -213,7 +213,7 @@ class Drain:
         self, rows: list[sa.Row[t.Any]], groups: list[list[dict[str, t.Any]]]
     ) -> None:
         if self.paused:
-            outbox.release(self.state, [row.id for row in rows])
+            outbox.release(self.state, rows)
             return
         messages = [m for group in groups for m in group]
         if self.client is None:  # set before anything is claimed
@@ -221,15 +221,16 @@ class Drain:
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":
-            ids = [row.id for row in rows]
-            outbox.mark_sent(self.state, ids, result.status_code)
-            self.stats["sent"] += len(rows)
-            delivery_succeeded.send(
-                _app(),
-                workspace_id=self.workspace_id,
-                delivery_ids=ids,
-                response_ids=[row.response_id for row in rows],
-            )
+            ids = outbox.mark_sent(self.state, rows, result.status_code)
+            self._lost(rows, ids)
+            self.stats["sent"] += len(ids)
+            if ids:
+                delivery_succeeded.send(
+                    _app(),
+                    workspace_id=self.workspace_id,
+                    delivery_ids=ids,
+                    response_ids=[row.response_id for row in rows if row.id in ids],
+                )
         elif result.outcome == "retry":
             expired, next_at = outbox.mark_retry(
                 self.state, self.workspace_id, rows, result
@@ -237,7 +238,7 @@ class Drain:
             self.stats["retry"] += len(rows) - len(expired)
             gone = set(expired)
             self._fail(
-                [r for r in rows if r.id in gone], result.error, None, mark=False
+                [r for r in rows if r.id in gone], result.error, None, marked=expired
             )
             logger.warning(
                 "Segment batch of %d deliveries will be retried at %s: %s",
@@ -254,7 +255,7 @@ class Drain:
                 t.cast(str, self.settings.write_key),
                 reason,
             )
-            outbox.release(self.state, [row.id for row in rows], reason)
+            outbox.release(self.state, rows, reason)
             logger.error("Workspace %r paused: %s", self.workspace_id, reason)
         elif len(rows) > 1:
             # One bad message must not hold the others hostage: bisect.
@@ -265,18 +266,32 @@ class Drain:
             reason = f"{result.error} {result.body}".strip()
             self._fail(rows, reason, result.status_code)
 
+    def _lost(self, rows: list[sa.Row[t.Any]], changed: list[int]) -> None:
+        """Log the claimed rows a state change did not reach (a stale claim)."""
+        lost = [row.response_id for row in rows if row.id not in set(changed)]
+        if lost:
+            logger.warning(
+                "Deliveries %s were claimed again meanwhile (lease expired); this"
+                " worker's outcome for them is dropped.",
+                lost,
+            )
+
     def _fail(
         self,
         rows: list[sa.Row[t.Any]],
         reason: str,
         code: int | None,
         *,
-        mark: bool = True,
+        marked: list[int] | None = None,
     ) -> None:
         if not rows:
             return
-        if mark:
-            outbox.mark_failed(self.state, [row.id for row in rows], reason, code)
+        if marked is None:
+            marked = outbox.mark_failed(self.state, rows, reason, code)
+            self._lost(rows, marked)
+        rows = [row for row in rows if row.id in set(marked)]
+        if not rows:
+            return
         self.stats["failed"] += len(rows)
         logger.error(
             "Deliveries %s failed: %s", [row.response_id for row in rows], reason
