@@ -224,7 +224,8 @@ def test_track_event_limits_accepted(form_app: Flask) -> None:
     [
         ("k" * 201, "at most 200"),
         ("wk 123", "cannot contain spaces"),
-        ("wk\t1", "spaces"),
+        ("wk\t1", "Control characters"),
+        ("wk\x001", "Control characters"),
     ],
 )
 def test_write_key_refused_without_echo(

@@ -13,7 +13,8 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 
 from .rules import SegmentRuleError
-from .rules import validate_rules
+from .rules import check_name
+from .rules import parse_rules
 
 EXAMPLE = json.dumps(
     {
@@ -33,13 +34,15 @@ class SegmentForm(FlaskForm):  # type: ignore[misc]
     )
     parsed: t.Any = None
 
+    def validate_name(self, field: t.Any) -> None:
+        try:
+            check_name(field.data)
+        except SegmentRuleError as exc:
+            raise ValidationError("; ".join(m for _, m in exc.errors)) from None
+
     def validate_rules(self, field: t.Any) -> None:
         try:
-            data = json.loads(field.data or "")
-        except ValueError as exc:
-            raise ValidationError(f"Not valid JSON: {exc}") from None
-        try:
-            self.parsed = validate_rules(data)
+            self.parsed = parse_rules(field.data or "")
         except SegmentRuleError as exc:
             raise ValidationError(str(exc)) from None
 

@@ -11,6 +11,7 @@ Conditions: see the README, "Rule format".
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import typing as t
@@ -25,6 +26,7 @@ KINDS = ("trait", "account_trait", "event", "survey_completed", "answer", "nps_g
 NPS_GROUPS = ("promoter", "passive", "detractor")
 
 #: Limits that keep every saved rule compilable and runnable on both databases.
+MAX_DEPTH = 16
 MAX_WITHIN_DAYS = 36_500
 MAX_COUNT = 2**31 - 1
 MAX_KEY = 255
@@ -74,6 +76,29 @@ def _check_text(value: t.Any, what: str, limit: int) -> str | None:
             return f"{what} must be valid Unicode (no lone surrogates)"
         if len(value) > limit:
             return f"{what} must be at most {limit} characters"
+    return None
+
+
+def _check_anywhere(value: t.Any, depth: int) -> str | None:
+    """What no part of a stored rule set may hold, known field or not: values
+    the databases cannot store (NaN, infinity, NUL, lone surrogates) or nesting
+    beyond :data:`MAX_DEPTH`."""
+    if depth > MAX_DEPTH:
+        return f"rules must not be nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        items: t.Iterable[t.Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "values must be finite numbers (no NaN or infinity)"
+    elif isinstance(value, str):
+        return _check_text(value, "a string", 10 * MAX_TEXT)
+    else:
+        return None
+    for item in items:
+        problem = _check_anywhere(item, depth + 1)
+        if problem:
+            return problem
     return None
 
 
@@ -239,9 +264,32 @@ def _check_group(
             _check_condition(c, cpath, errors)
 
 
+def parse_rules(text: str) -> dict[str, t.Any]:
+    """Rules typed as JSON, validated; :class:`SegmentRuleError` otherwise."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise SegmentRuleError([("rules", f"Not valid JSON: {reason}")]) from None
+    return validate_rules(data)
+
+
+def check_name(name: t.Any) -> str:
+    """A segment name, stripped; :class:`SegmentRuleError` when unusable."""
+    if not isinstance(name, str) or not name.strip():
+        raise SegmentRuleError([("name", "a name is required")])
+    problem = _check_text(name.strip(), "a name", MAX_KEY)
+    if problem:
+        raise SegmentRuleError([("name", problem)])
+    return name.strip()
+
+
 def validate_rules(rules: t.Any) -> dict[str, t.Any]:
     """Return ``rules`` when valid; raise :class:`SegmentRuleError` otherwise."""
     errors: list[tuple[str, str]] = []
+    problem = _check_anywhere(rules, 0)
+    if problem:
+        raise SegmentRuleError([("rules", problem)])
     _check_group(rules, "", errors, 0)
     if errors:
         raise SegmentRuleError(errors)

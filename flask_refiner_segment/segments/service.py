@@ -19,9 +19,13 @@ from ..state import get_state
 from ..tables.base import utcnow
 from .compile import Compiler
 from .rules import SegmentRuleError
+from .rules import check_name
 from .rules import validate_rules
 
 Rules = dict[str, t.Any]
+
+#: Segment ids are 32-bit integers.
+MAX_ID = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +131,7 @@ def members(
 
 
 def _name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise SegmentRuleError([("name", "a name is required")])
-    return name.strip()
+    return check_name(name)
 
 
 def _taken(name: str) -> SegmentRuleError:
@@ -171,6 +173,8 @@ def create_segment(
 
 
 def _get(state: State, segment_id: int, workspace_id: str) -> SavedSegment | None:
+    if not 0 < segment_id <= MAX_ID:  # no such row, and out of the column's range
+        return None
     table = _table(state)
     query = sa.select(table).where(
         table.c.id == segment_id, table.c.workspace_id == workspace_id
@@ -246,6 +250,8 @@ def update_segment(
 
 def delete_segment(segment_id: int, workspace_id: str | None = None) -> bool:
     """Delete a segment of the workspace; ``False`` when there was none."""
+    if not 0 < segment_id <= MAX_ID:
+        return False
     state = get_state()
     table = _table(state)
     with state.db.engine.begin() as conn:

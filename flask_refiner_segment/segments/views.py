@@ -18,7 +18,7 @@ from . import service as api
 from .forms import DeleteForm
 from .forms import SegmentForm
 from .rules import SegmentRuleError
-from .rules import validate_rules
+from .rules import parse_rules
 
 SAMPLE = 10
 
@@ -101,15 +101,10 @@ def make_segments_blueprint() -> Blueprint:
     def preview() -> t.Any:
         """``?rules=<json>``: ``{"count", "sample"}``, or ``{"errors"}`` (400)."""
         try:
-            rules = validate_rules(json.loads(request.args.get("rules", "")))
-        except ValueError as exc:  # JSON errors and SegmentRuleError
-            errors = (
-                exc.errors
-                if isinstance(exc, SegmentRuleError)
-                else [("rules", f"Not valid JSON: {exc}")]
-            )
+            rules = parse_rules(request.args.get("rules", ""))
+        except SegmentRuleError as exc:
             return jsonify(
-                {"errors": [{"path": p, "message": m} for p, m in errors]}
+                {"errors": [{"path": p, "message": m} for p, m in exc.errors]}
             ), 400
         return jsonify(_preview(rules, get_state().current_workspace()))
 

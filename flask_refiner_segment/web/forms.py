@@ -57,13 +57,15 @@ def parse_survey_ids(text: str | None) -> list[str]:
 
 def _secret_field(label: str, noun: str, rule: t.Callable[..., None]) -> t.Any:
     """A secret typed into a password field: blank is allowed (the form's view
-    says what blank means), at most 200 characters, and ``rule`` on the rest."""
+    says what blank means), at most 200 characters, no control characters, and
+    ``rule`` on the rest."""
     return PasswordField(
         label,
         filters=[_strip],
         validators=[
             Optional(),
             Length(max=200, message=f"The {noun} is at most 200 characters."),
+            no_control_characters,
             rule,
         ],
     )
@@ -177,7 +179,7 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
 class WebhookSecretForm(FlaskForm):  # type: ignore[misc]
     """The shared secret of Segment's Webhooks destination (``X-Signature``)."""
 
-    secret = _secret_field("Shared secret", "secret", no_control_characters)
+    secret = _secret_field("Shared secret", "secret", Optional())
     clear = BooleanField("Remove the shared secret")
 
 
