@@ -144,7 +144,7 @@ def load(app: Flask, n_profiles: int, n_events: int) -> float:
     db = app.extensions["bench_db"]
     m = app.extensions[EXTENSION_KEY].ext.inbound
     rnd = random.Random(42)
-    now = dt.datetime.utcnow()
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # naive UTC, as stored
     start = time.perf_counter()
     with app.app_context():
         db.drop_all()
