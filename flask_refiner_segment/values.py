@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from collections.abc import Set
 
+from ._compat import fromisoformat
+
 #: Called with a type name when a value of that type was converted with ``str()``.
 OnConvert = Callable[[str], None]
 
@@ -290,7 +292,7 @@ def _completed_at(value: object) -> str | None:
     if isinstance(value, str):
         iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
         try:
-            value = dt.datetime.fromisoformat(iso)
+            value = fromisoformat(iso)
         except ValueError:
             raise InvalidCompletion(
                 f"response completed_at is not an ISO-8601 date-time: {iso[:40]!r}"
