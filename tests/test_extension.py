@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import blinker
 import pytest
 from flask import Flask
@@ -12,29 +14,50 @@ from flask_sqlalchemy import SQLAlchemy
 from .conftest import completion
 
 
-def make(tmp_path, **kwargs):
-    app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY="s",
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'x.db'}",
-        REFINER_SEGMENT_REDIS_URL="redis://127.0.0.1:1/0",
-        REFINER_SEGMENT_WRITE_KEY="wk",
-    )
-    db = SQLAlchemy(app)
-    ext = RefinerSegment(app, db=db, **kwargs)
-    with app.app_context():
-        db.create_all()
-    return app, db, ext
+@pytest.fixture
+def opened() -> t.Iterator[list[tuple[Flask, SQLAlchemy]]]:
+    """Apps whose database engine the test opened; disposed at teardown.
+
+    An engine left to the garbage collector closes its SQLite connections
+    unclosed (a ResourceWarning on Python 3.13, an error here) in whatever
+    test happens to run then.
+    """
+    apps: list[tuple[Flask, SQLAlchemy]] = []
+    yield apps
+    for app, db in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
-def test_init_app_twice_raises(tmp_path):
-    app, db, ext = make(tmp_path)
+@pytest.fixture
+def make(tmp_path, opened):
+    def make(**kwargs):
+        app = Flask(__name__)
+        app.config.update(
+            SECRET_KEY="s",
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'x.db'}",
+            REFINER_SEGMENT_REDIS_URL="redis://127.0.0.1:1/0",
+            REFINER_SEGMENT_WRITE_KEY="wk",
+        )
+        db = SQLAlchemy(app)
+        opened.append((app, db))
+        ext = RefinerSegment(app, db=db, **kwargs)
+        with app.app_context():
+            db.create_all()
+        return app, db, ext
+
+    return make
+
+
+def test_init_app_twice_raises(make):
+    app, db, ext = make()
     with pytest.raises(RuntimeError, match="already been registered"):
         ext.init_app(app)
 
 
-def test_defaults_recorded_in_config(tmp_path):
-    app, _, _ = make(tmp_path)
+def test_defaults_recorded_in_config(make):
+    app, _, _ = make()
     assert app.config["REFINER_SEGMENT_QUEUE"] == "refiner_segment"
     assert app.config["REFINER_SEGMENT_TRAIT_PREFIX"] == "refiner_"
     assert app.config["REFINER_SEGMENT_URL_PREFIX"] == "/integrations/segment"
@@ -55,8 +78,8 @@ def test_no_secret_fails_clearly(tmp_path):
         RefinerSegment(app, db=db)
 
 
-def test_default_signal_is_blinkers_default_namespace(tmp_path):
-    app, db, ext = make(tmp_path)
+def test_default_signal_is_blinkers_default_namespace(make):
+    app, db, ext = make()
     assert ext.signal is blinker.signal("survey_completed")
     with app.test_request_context():
         blinker.signal("survey_completed").send(app, **completion(1))
@@ -75,7 +98,7 @@ def test_unregistered_app_is_named(tmp_path):
         _get_state()
 
 
-def test_two_apps_one_extension(tmp_path):
+def test_two_apps_one_extension(tmp_path, opened):
     db = SQLAlchemy()
     ext = RefinerSegment(db=db)
     apps = []
@@ -89,6 +112,7 @@ def test_two_apps_one_extension(tmp_path):
             REFINER_SEGMENT_WRITE_KEY="wk",
         )
         db.init_app(app)
+        opened.append((app, db))
         ext.init_app(app)
         with app.app_context():
             db.create_all()

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment.outbound import kick
-from flask_refiner_segment.outbound import outbox
+from flask_refiner_segment.outbound import record
 from flask_refiner_segment.tables import outbound as models
 from flask_refiner_segment.testing.embedded_redis import free_port
 from rq import Queue
@@ -224,7 +224,7 @@ def test_schedule_sweep_keeps_exactly_one(make_app, redis_conn):
 def _insert(app: Flask, rows: list[dict[str, t.Any]]) -> None:
     with app.app_context():
         for row in rows:
-            assert outbox.insert_pending(state_of(app), row)
+            assert record.insert_pending(state_of(app), row)
 
 
 def _set(app: Flask, response_id: str, **values: t.Any) -> None:

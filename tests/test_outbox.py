@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment.outbound import outbox
+from flask_refiner_segment.outbound import record
 from flask_refiner_segment.outbound.client import SendResult
 from flask_refiner_segment.tables import outbound as models
 from flask_refiner_segment.tables.base import utcnow
@@ -56,7 +57,7 @@ def set_values(app: Flask, response_ids: list[str], **values: t.Any) -> None:
 def insert(app: Flask, *new: dict[str, t.Any]) -> list[int]:
     with app.app_context():
         for r in new:
-            assert outbox.insert_pending(state_of(app), r)
+            assert record.insert_pending(state_of(app), r)
     found = rows(app)
     return [found[r["response_id"]].id for r in new]
 
@@ -73,7 +74,7 @@ def test_insert_pending_records_a_due_pending_delivery(make_app):
     app = make_app(REFINER_SEGMENT_RETRY_WINDOW=3600)
     before = utcnow()
     with app.app_context():
-        assert outbox.insert_pending(state_of(app), row(1)) is True
+        assert record.insert_pending(state_of(app), row(1)) is True
     after = utcnow()
     r = rows(app)["r-1"]
     assert (r.workspace_id, r.survey_id, r.user_id, r.nps_score) == (
@@ -92,13 +93,13 @@ def test_insert_pending_records_a_due_pending_delivery(make_app):
 def test_insert_pending_dedupes_by_content_hash(app):
     state = state_of(app)
     with app.app_context():
-        assert outbox.insert_pending(state, row(1)) is True
-        assert outbox.insert_pending(state, row(1)) is False  # same content
-        assert outbox.insert_pending(state, row(1, user_id="other")) is False
+        assert record.insert_pending(state, row(1)) is True
+        assert record.insert_pending(state, row(1)) is False  # same content
+        assert record.insert_pending(state, row(1, user_id="other")) is False
         # An edit of the response (new content) is a new delivery...
-        assert outbox.insert_pending(state, row(1, payload='{"n":"edited"}')) is True
+        assert record.insert_pending(state, row(1, payload='{"n":"edited"}')) is True
         # ... and so is the same content in another workspace.
-        assert outbox.insert_pending(state, row(1, workspace_id="ws-b")) is True
+        assert record.insert_pending(state, row(1, workspace_id="ws-b")) is True
     table = state.tables.outbound.Delivery.__table__
     with app.app_context(), state.db.engine.connect() as conn:
         stored = conn.execute(
@@ -115,8 +116,8 @@ def test_insert_unsent_records_status_and_reason_without_payload(app):
     state = state_of(app)
     base = {k: v for k, v in row(1).items() if k not in ("payload", "nps_score")}
     with app.app_context():
-        outbox.insert_unsent(state, base, models.SKIPPED, "integration disabled")
-        outbox.insert_unsent(
+        record.insert_unsent(state, base, models.SKIPPED, "integration disabled")
+        record.insert_unsent(
             state, {**base, "response_id": "r-2"}, models.FAILED, "invalid"
         )
     found = rows(app)
@@ -493,7 +494,7 @@ def test_retry_failed_returns_count_and_workspaces(make_app):
     set_values(app, ["r-1", "r-2", "r-3"], status=models.FAILED, retry_until=PAST)
     with app.app_context():
         # Failed without a payload (an invalid completion): nothing to retry.
-        outbox.insert_unsent(
+        record.insert_unsent(
             state,
             {"workspace_id": "ws-d", "response_id": "r-5"},
             models.FAILED,

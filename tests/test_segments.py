@@ -439,7 +439,7 @@ def test_account_traits_and_nesting(seg_app: Flask) -> None:
 
 
 def test_event_counts_within_days_and_where(seg_app: Flask) -> None:
-    now = dt.datetime.utcnow()
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # naive UTC, as stored
     old = now - dt.timedelta(days=40)
     recent = now - dt.timedelta(days=2)
     insert_data(

@@ -228,7 +228,7 @@ def test_sql_matches_python_reference(
 ) -> None:
     _clear(prop_app)
     users = {f"u{i}": tr for i, tr in enumerate(profiles)}
-    now = dt.datetime.utcnow()
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # naive UTC, as stored
     data = {
         "profiles": users,
         "accounts": {f"a{i}": tr for i, tr in enumerate(accounts)},

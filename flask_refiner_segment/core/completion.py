@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
 
+from .._compat import fromisoformat
 from .values import OnConvert
 from .values import UnsupportedValue
 from .values import iso_utc
@@ -134,7 +135,7 @@ def _completed_at(value: object) -> str | None:
     if isinstance(value, str):
         iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
         try:
-            value = dt.datetime.fromisoformat(iso)
+            value = fromisoformat(iso)
         except ValueError:
             raise InvalidCompletion(
                 f"response completed_at is not an ISO-8601 date-time: {iso[:40]!r}"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import typing as t
 
+from .._compat import fromisoformat
 from ..core.values import clean
 from ..tables.inbound import ID_LENGTH
 from .jsonvalues import check_value
@@ -233,7 +234,7 @@ def parse_timestamp(value: t.Any) -> dt.datetime | None:
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        parsed = fromisoformat(text)
         if parsed.tzinfo is not None:
             parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
     except (ValueError, OverflowError):

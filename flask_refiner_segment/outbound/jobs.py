@@ -19,7 +19,7 @@ from ..core.completion import completion_nps_score
 from ..state import State
 from ..state import get_state
 from . import kick
-from . import outbox
+from . import record
 from .sender import Drain
 
 
@@ -68,7 +68,7 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
             }
         else:
             row = json.loads(state.box.decrypt(sealed))
-        inserted = outbox.insert_pending(state, row)
+        inserted = record.insert_pending(state, row)
         if inserted:
             kick.kick(state, workspace_id)
         return inserted

@@ -22,7 +22,7 @@ from ..core.completion import normalize_completion
 from ..state import State
 from ..tables import outbound as models
 from . import kick
-from . import outbox
+from . import record
 from . import settings
 
 logger = logging.getLogger("flask_refiner_segment")
@@ -85,10 +85,10 @@ def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
         return
     payload = canonical_json(completion)
     nps = completion_nps_score(completion)
-    record(state, {**base, "payload": payload, "nps_score": nps})
+    record_and_kick(state, {**base, "payload": payload, "nps_score": nps})
 
 
-def record(state: State, row: dict[str, t.Any]) -> bool:
+def record_and_kick(state: State, row: dict[str, t.Any]) -> bool:
     """Insert a pending delivery and kick a drain; ``False`` for a duplicate.
 
     When the database refuses, the completion travels through Redis instead (a
@@ -96,7 +96,7 @@ def record(state: State, row: dict[str, t.Any]) -> bool:
     lost, and then it is logged as an error with its response id.
     """
     try:
-        inserted = outbox.insert_pending(state, row)
+        inserted = record.insert_pending(state, row)
     except sa.exc.SQLAlchemyError as exc:
         _fallback_to_redis(state, row, exc)
         return False
@@ -137,7 +137,7 @@ def _skip(state: State, base: dict[str, t.Any], status: str, reason: str) -> Non
     log = logger.warning if status == models.FAILED else logger.info
     log("Survey completion %r not sent: %s.", base["response_id"], reason)
     try:
-        outbox.insert_unsent(state, base, status, reason)
+        record.insert_unsent(state, base, status, reason)
     except sa.exc.SQLAlchemyError:
         logger.exception("Could not record skipped completion %r.", base["response_id"])
 

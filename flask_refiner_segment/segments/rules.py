@@ -10,11 +10,12 @@ Conditions: see the README, "Rule format".
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
 import typing as t
+
+from .._compat import fromisoformat
 
 MATCHES = ("all", "any")
 VALUE_OPS = (
@@ -47,7 +48,7 @@ def is_iso_date(value: t.Any) -> bool:
     if not isinstance(value, str) or len(value) < 10:
         return False
     try:
-        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return False
     return True
