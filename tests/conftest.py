@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -270,6 +271,68 @@ def flask_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def kill_worker(proc: subprocess.Popen[t.Any]) -> None:
+    """SIGKILL a ``flask refiner-segment worker`` started in a session of its own,
+    work horses included, and wait until all of it is gone.
+
+    RQ puts each work horse (the forked process running a job) in a process
+    group of its own, so ``os.killpg(proc.pid, SIGKILL)`` alone leaves the horse
+    finishing its batch, orphaned, after its worker "died" — into the next test.
+    The worker's group is stopped first so that it forks no horse meanwhile.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    pids = _descendants(proc.pid)
+    groups = {proc.pid}
+    for pid in pids:
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} outlived SIGKILL"
+        time.sleep(0.01)
+
+
+def _descendants(root: int) -> list[int]:
+    """The pids of ``root``'s descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 CHROMIUM = os.environ.get("REFINER_TEST_CHROMIUM", "/usr/bin/chromium")

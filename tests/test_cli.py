@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from .conftest import ROOT
 from .conftest import cli_environment
 from .conftest import flask_cli
+from .conftest import kill_worker
 from .conftest import send_completion
 from .helpers import statuses
 
@@ -125,8 +125,7 @@ def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
             assert time.monotonic() < deadline, "the worker never claimed the batch"
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_worker(proc)  # its work horse, mid-send, too
     assert statuses(app) == {"sending": 10}
     time.sleep(1.1)  # the lease (1 s) of the dead worker expires
     out = flask_cli(["refiner-segment", "requeue"], cli_env).stdout

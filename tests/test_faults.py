@@ -27,6 +27,7 @@ from .conftest import ROOT
 from .conftest import RedisServer
 from .conftest import cli_environment
 from .conftest import drain
+from .conftest import kill_worker
 from .conftest import run_worker
 from .conftest import send_completion
 from .helpers import statuses
@@ -160,18 +161,18 @@ def _env(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:
     return cli_environment(app_config, **{"REFINER_SEGMENT_BATCH_SIZE": "10", **extra})
 
 
-def _stop(*procs: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (RQ's warm shutdown: the current job ends first), else SIGKILL."""
     for proc in procs:
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     for proc in procs:
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_worker(proc)
 
 
 def test_database_connections_dropped_while_sending(app, app_config, segment):
@@ -258,7 +259,7 @@ def test_worker_killed_mid_batch(app, app_config, segment):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
-        _stop(worker, sig=signal.SIGKILL)
+        kill_worker(worker)  # its work horse, mid-send, too
     started = time.monotonic()
     time.sleep(1.1)  # the dead worker's lease expires
     worker = _worker(env)  # a new worker recovers on start
