@@ -278,3 +278,19 @@ def delete(
         "sentAt": at,
         "version": 2,
     }
+
+
+#: Older than any retention.
+OLD = "2000-01-01T00:00:00.000Z"
+
+
+def seed_inbound(app: Flask) -> None:
+    """Inbound data of every kind: two profiles, an account, an event, a view."""
+    batch = [
+        identify(),
+        identify("ajs-identify-2", "u-2", traits={"plan": "free"}),
+        group(),
+        track(at=OLD),
+        page(at=OLD),
+    ]
+    assert post(app, {"batch": batch}).json["stored"] == 5

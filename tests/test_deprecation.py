@@ -20,17 +20,16 @@ from rq import Queue
 from .conftest import run_worker
 from .conftest import send_completion
 from .helpers import statuses
+from .inbound_support import OLD
 from .inbound_support import close_app
-from .inbound_support import group
-from .inbound_support import identify
 from .inbound_support import make_app
 from .inbound_support import page
 from .inbound_support import post
+from .inbound_support import seed_inbound
 from .inbound_support import track
 
 USER = "97980cfea0067"
 GROUP = "0e8c78ea9d97a7b8185e8632"
-OLD = "2000-01-01T00:00:00.000Z"  # older than any retention
 PREMIUM = {
     "match": "all",
     "conditions": [{"kind": "trait", "key": "plan", "op": "eq", "value": "premium"}],
@@ -41,14 +40,7 @@ PREMIUM = {
 def dep_app(database_url: str) -> t.Iterator[Flask]:
     """A host app with inbound data: two profiles, an account, an event, a view."""
     app = make_app(database_url)
-    batch = [
-        identify(),
-        identify("ajs-identify-2", "u-2", traits={"plan": "free"}),
-        group(),
-        track(at=OLD),
-        page(at=OLD),
-    ]
-    assert post(app, {"batch": batch}).json["stored"] == 5
+    seed_inbound(app)
     yield app
     close_app(app)
 

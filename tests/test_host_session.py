@@ -32,16 +32,14 @@ from .conftest import completion
 from .conftest import send_completion
 from .inbound_support import API_KEY
 from .inbound_support import URL as INBOUND_URL
-from .inbound_support import group
 from .inbound_support import identify
-from .inbound_support import page
 from .inbound_support import post
+from .inbound_support import seed_inbound
 from .inbound_support import segment_headers
 from .inbound_support import track
 
 USER = "97980cfea0067"
 GROUP = "0e8c78ea9d97a7b8185e8632"
-OLD = "2000-01-01T00:00:00.000Z"  # older than any retention
 PAGES = "/integrations/segment/"
 PREMIUM = {
     "match": "all",
@@ -106,14 +104,7 @@ def host(make_app: t.Callable[..., Flask], segment: t.Any) -> Host:
         note_model.__table__.create(db.engine, checkfirst=True)
     host = Host(app=app, db=db, Note=note_model, ext=ext)
     _add_hooks(host)
-    batch = [
-        identify(),
-        identify("ajs-identify-2", "u-2", traits={"plan": "free"}),
-        group(),
-        track(at=OLD),
-        page(at=OLD),
-    ]
-    assert post(app, {"batch": batch}).json["stored"] == 5
+    seed_inbound(app)
     send_completion(app, 1)
     send_completion(app, 2)
     state = app.extensions["refiner_segment"]

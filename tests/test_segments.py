@@ -15,6 +15,7 @@ from flask_refiner_segment.segments.rules import SegmentRuleError
 from flask_refiner_segment.segments.rules import validate_rules
 
 from . import hostapp
+from .inbound_support import close_app
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, 0)
 WS = "default"
@@ -35,20 +36,11 @@ def make_seg_app(database_url: str) -> Flask:
     return app
 
 
-def close_seg_app(app: Flask) -> None:
-    db = app.extensions["test_db"]
-    with app.app_context():
-        db.session.remove()
-        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-            db.drop_all()
-        db.engine.dispose()
-
-
 @pytest.fixture
 def seg_app(database_url: str) -> t.Iterator[Flask]:
     app = make_seg_app(database_url)
     yield app
-    close_seg_app(app)
+    close_app(app)
 
 
 def _kind(v: t.Any) -> tuple[str, str | None, float | None]:

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from .test_segments import close_seg_app
+from .inbound_support import close_app
 from .test_segments import insert_data
 from .test_segments import make_seg_app
 
@@ -188,7 +188,7 @@ def ref_group(g: dict, user: str, data: dict) -> bool:
 def prop_app(database_url: str) -> t.Iterator[Flask]:
     app = make_seg_app(database_url)
     yield app
-    close_seg_app(app)
+    close_app(app)
 
 
 def _clear(app: Flask) -> None:

@@ -12,7 +12,7 @@ from flask import Flask
 from flask_refiner_segment.segments import service as api
 from flask_refiner_segment.state import EXTENSION_KEY
 
-from .test_segments import close_seg_app
+from .inbound_support import close_app
 from .test_segments import insert_data
 from .test_segments import make_seg_app
 
@@ -23,7 +23,7 @@ def page_app(tmp_path: t.Any) -> t.Iterator[Flask]:
     state = app.extensions[EXTENSION_KEY]
     app.url = state.config.url_prefix + "/segments"  # type: ignore[attr-defined]
     yield app
-    close_seg_app(app)
+    close_app(app)
 
 
 def token(html: str) -> str:
