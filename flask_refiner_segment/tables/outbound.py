@@ -28,6 +28,7 @@ class OutboundModels(t.NamedTuple):
 
     Workspace: t.Any
     Delivery: t.Any
+    SurveyResponse: t.Any
 
 
 def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
@@ -71,11 +72,10 @@ def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
 
         __tablename__ = "refiner_segment_delivery"
         __table_args__ = (
-            sa.UniqueConstraint(
+            sa.Index(
+                "ix_refiner_segment_delivery_response",
                 "workspace_id",
                 "response_id",
-                "content_hash",
-                name="uq_refiner_segment_delivery_content",
             ),
             sa.Index(
                 "ix_refiner_segment_delivery_due",
@@ -94,6 +94,9 @@ def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
         content_hash: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
         #: The normalized completion as canonical JSON; NULL when skipped.
         payload: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        #: The Segment messages built from ``payload`` at the first attempt, as
+        #: a JSON list (without ``sentAt``): every retry resends them as they are.
+        messages: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
         status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
         #: The response's NPS score (0–10), for segments on the latest NPS group.
         nps_score: orm.Mapped[int | None] = orm.mapped_column(sa.SmallInteger)
@@ -118,4 +121,43 @@ def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
                 f" {self.status}>"
             )
 
-    return OutboundModels(Workspace=Workspace, Delivery=Delivery)
+    class SurveyResponse(db.Model):  # type: ignore[name-defined,misc]
+        """The latest recorded content of one survey response.
+
+        A completion is delivered when its content differs from this row's
+        (the row is then updated in the same statement), so a response edited
+        A → B → A is delivered three times and the same content twice once.
+        User segments read the answers here: pruning deliveries leaves them.
+        """
+
+        __tablename__ = "refiner_segment_response"
+        __table_args__ = (
+            sa.UniqueConstraint(
+                "workspace_id", "response_id", name="uq_refiner_segment_response"
+            ),
+            sa.Index(
+                "ix_refiner_segment_response_user",
+                "workspace_id",
+                "user_id",
+                "survey_id",
+            ),
+        )
+
+        id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
+        workspace_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+        response_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+        user_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+        survey_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+        #: sha256 of the latest canonical completion JSON recorded.
+        content_hash: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+        #: The latest answers (keyed as the host sent them) as canonical JSON.
+        answers: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+        #: The latest NPS score (0–10) of the response, if it has one.
+        nps_score: orm.Mapped[int | None] = orm.mapped_column(sa.SmallInteger)
+        created_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+        #: When the latest content was recorded.
+        updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(default=utcnow)
+
+    return OutboundModels(
+        Workspace=Workspace, Delivery=Delivery, SurveyResponse=SurveyResponse
+    )
