@@ -10,6 +10,7 @@ import redis
 from flask.cli import AppGroup
 
 from .inbound.cli import register as _register_inbound
+from .outbound import fallback
 from .outbound import kick
 from .outbound import log
 from .outbound import sender
@@ -95,13 +96,19 @@ def retry_failed(workspace_id: str | None) -> None:
 @_workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(workspace_id: str | None, as_json: bool) -> None:
-    """Count deliveries per status."""
-    counts = log.counts(get_state(), workspace_id)
+    """Count deliveries per status, and the completions waiting in the Redis
+    fallback (``null`` when Redis is unavailable)."""
+    state = get_state()
+    counts: dict[str, int | None] = dict(log.counts(state, workspace_id))
+    try:
+        counts["fallback"] = fallback.length(state.redis)
+    except redis.RedisError:
+        counts["fallback"] = None
     if as_json:
         click.echo(json.dumps(counts))
         return
     for name, n in counts.items():
-        click.echo(f"{name:8} {n}")
+        click.echo(f"{name:8} {'unknown' if n is None else n}")
 
 
 @cli.command("send-test")

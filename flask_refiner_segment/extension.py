@@ -23,6 +23,7 @@ from .deprecation import warn
 from .inbound import auth
 from .inbound import queries
 from .inbound.views import make_inbound_blueprint
+from .outbound import hosttx
 from .outbound import kick
 from .outbound import log
 from .outbound import receiver
@@ -117,6 +118,8 @@ class RefinerSegment:
             queue=kick.make_queue(config, connection),
             version=library_version(),
         )
+        # Once per session factory: the signal joins the host's transaction.
+        hosttx.install(self.db.session)
         app.cli.add_command(cli)
         prefix = config.url_prefix
         app.register_blueprint(protect(make_blueprint()), url_prefix=prefix)

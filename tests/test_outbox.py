@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import threading
 import typing as t
 
@@ -90,26 +91,58 @@ def test_insert_pending_records_a_due_pending_delivery(make_app):
     assert r.claim_token is None and r.reason is None
 
 
-def test_insert_pending_dedupes_by_content_hash(app):
+def test_insert_pending_dedupes_against_the_latest_content(app):
     state = state_of(app)
+    edited = '{"n":"edited"}'
     with app.app_context():
         assert record.insert_pending(state, row(1)) is True
         assert record.insert_pending(state, row(1)) is False  # same content
         assert record.insert_pending(state, row(1, user_id="other")) is False
         # An edit of the response (new content) is a new delivery...
-        assert record.insert_pending(state, row(1, payload='{"n":"edited"}')) is True
-        # ... and so is the same content in another workspace.
+        assert record.insert_pending(state, row(1, payload=edited)) is True
+        assert record.insert_pending(state, row(1, payload=edited)) is False
+        # ... and so is a revert to the earlier content (A -> B -> A) ...
+        assert record.insert_pending(state, row(1)) is True
+        assert record.insert_pending(state, row(1)) is False
+        # ... and the same content in another workspace.
         assert record.insert_pending(state, row(1, workspace_id="ws-b")) is True
     table = state.tables.outbound.Delivery.__table__
     with app.app_context(), state.db.engine.connect() as conn:
         stored = conn.execute(
-            sa.select(table.c.workspace_id, table.c.payload).order_by(table.c.id)
+            sa.select(
+                table.c.workspace_id, table.c.payload, table.c.content_hash
+            ).order_by(table.c.id)
         ).all()
-    assert stored == [
-        ("ws-a", '{"n":1}'),
-        ("ws-a", '{"n":"edited"}'),
-        ("ws-b", '{"n":1}'),
+    payloads = [json.loads(p) for _, p, _ in stored]
+    assert [ws for ws, _, _ in stored] == ["ws-a", "ws-a", "ws-a", "ws-b"]
+    assert [p["n"] for p in payloads] == [1, "edited", 1, 1]
+    # Edits carry when they were recorded: new messageIds for a revert.
+    assert ["recorded_at" in p for p in payloads] == [False, True, True, False]
+    assert stored[0].content_hash == stored[2].content_hash  # of the content
+    responses = state.tables.outbound.SurveyResponse.__table__
+    with app.app_context(), state.db.engine.connect() as conn:
+        latest = conn.execute(
+            sa.select(responses).order_by(responses.c.workspace_id)
+        ).all()
+    assert [(r.workspace_id, r.content_hash) for r in latest] == [
+        ("ws-a", stored[2].content_hash),
+        ("ws-b", stored[3].content_hash),
     ]
+
+
+def test_a_completion_older_than_the_latest_content_is_superseded(app):
+    """A completion that waited in the Redis fallback does not overwrite (nor
+    deliver over) content recorded after it arrived."""
+    state = state_of(app)
+    earlier = (utcnow() - dt.timedelta(minutes=5)).isoformat()
+    with app.app_context():
+        assert record.insert_pending(state, row(1, payload='{"n":"new"}')) is True
+        old = row(1, received_at=earlier)
+        assert record.insert_pending(state, old) is False
+        assert record.insert_pending(state, row(2, received_at=earlier)) is True
+    found = rows(app)
+    assert json.loads(found["r-1"].payload) == {"n": "new"}
+    assert found["r-2"].created_at > dt.datetime.fromisoformat(earlier)
 
 
 def test_insert_unsent_records_status_and_reason_without_payload(app):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 from rq import Queue
@@ -18,8 +19,8 @@ from rq import get_current_job
 from ..core.completion import completion_nps_score
 from ..state import State
 from ..state import get_state
+from . import fallback
 from . import kick
-from . import record
 from .sender import Drain
 
 
@@ -47,12 +48,20 @@ def deliver(workspace_id: str) -> dict[str, int]:
         return Drain(state, workspace_id, _job_queue(state)).run()
 
 
+def drain_fallback() -> int:
+    """Record the completions waiting in the Redis fallback (the database
+    refused them); a database error fails the job and leaves them waiting."""
+    with _app().app_context():
+        return kick.drain_fallback(get_state())
+
+
 def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
-    """Record a completion that reached Redis while the database was down.
+    """Record a completion queued as a job by an earlier version.
 
     ``sealed`` is the delivery row, encrypted with the app's secret box (jobs
     queued by 0.1 carry ``response_id, survey_id, user_id, payload`` instead).
-    A database error raises, so RQ retries the job.
+    When the database refuses, the completion moves to the Redis fallback list,
+    which never gives up.
     """
     with _app().app_context():
         state = get_state()
@@ -68,7 +77,12 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
             }
         else:
             row = json.loads(state.box.decrypt(sealed))
-        inserted = record.insert_pending(state, row)
+        try:
+            inserted = fallback.record_row(state, row)
+        except sa.exc.SQLAlchemyError:
+            fallback.push(state, row, check_settings=False)
+            kick.kick_fallback(state)
+            return False
         if inserted:
             kick.kick(state, workspace_id)
         return inserted
@@ -78,6 +92,8 @@ def sweep() -> dict[str, int]:
     """Periodic recovery: release expired leases, kick workspaces, reschedule."""
     with _app().app_context():
         state = get_state()
-        result = kick.requeue(state)
-        kick.schedule_sweep(state, _job_queue(state), force=True)
-        return result
+        try:
+            return kick.requeue(state)
+        finally:
+            # Even when the database is down: the next sweep must come.
+            kick.schedule_sweep(state, _job_queue(state), force=True)

@@ -17,6 +17,7 @@ import redis
 from rq import Queue
 from rq import Retry
 
+from . import fallback
 from . import outbox
 
 if t.TYPE_CHECKING:
@@ -37,11 +38,14 @@ def retry_key(workspace_id: str) -> str:
 
 
 SWEEP_KEY = KEY_PREFIX + "sweep"
+#: Set while a job to drain the Redis fallback is queued (or failed lately).
+FALLBACK_KICK_KEY = KEY_PREFIX + "fallback-kick"
 
 #: The RQ jobs, by dotted path.
 DELIVER_JOB = "flask_refiner_segment.outbound.jobs.deliver"
 RECORD_JOB = "flask_refiner_segment.outbound.jobs.record_completion"
 SWEEP_JOB = "flask_refiner_segment.outbound.jobs.sweep"
+FALLBACK_JOB = "flask_refiner_segment.outbound.jobs.drain_fallback"
 
 
 def connect(url: str, socket_timeout: float | None) -> redis.Redis:
@@ -163,13 +167,56 @@ def schedule_sweep(state: State, queue: Queue, *, force: bool = False) -> bool:
     return True
 
 
+def kick_fallback(state: State) -> None:
+    """Make sure a job drains the Redis fallback soon.
+
+    At most one such job per ``KICK_TTL`` while the database stays down (each
+    fails, and the completions wait in the list for the sweep, ``requeue`` or
+    the next worker start); a job that drained the list clears the key.
+
+    :raise redis.RedisError: Redis is unavailable.
+    """
+    ttl = int(state.config.kick_ttl * 1000)
+    if state.redis.set(FALLBACK_KICK_KEY, b"1", nx=True, px=ttl):
+        try:
+            options = {**job_options(state), "retry": None}
+            state.queue.enqueue(FALLBACK_JOB, **options)
+        except Exception:
+            state.redis.delete(FALLBACK_KICK_KEY)
+            raise
+
+
+def drain_fallback(state: State) -> int:
+    """Record the completions waiting in the Redis fallback and kick their
+    workspaces; returns how many deliveries were inserted.
+
+    :raise sqlalchemy.exc.SQLAlchemyError: the database refused; the
+        completions not recorded yet stay in the list.
+    """
+    total = 0
+    while True:
+        inserted, workspaces = fallback.drain(state)
+        total += inserted
+        for workspace_id in workspaces:
+            kick(state, workspace_id)
+        state.redis.delete(FALLBACK_KICK_KEY)
+        # A completion pushed while the key was set queued no job: look again.
+        if not fallback.length(state.redis):
+            return total
+
+
 def requeue(state: State, *, force: bool = False) -> dict[str, int]:
     """Recover deliveries whose job was lost, and make sure jobs will run.
 
-    Deliveries claimed by a worker that died (lease expired; with ``force`` every
-    claimed one) go back to pending, and a drain job is enqueued for every
+    First the completions waiting in the Redis fallback are recorded. Then
+    deliveries claimed by a worker that died (lease expired; with ``force``
+    every claimed one) go back to pending, and a drain job is enqueued for every
     workspace with pending deliveries. Returns ``{"released": n, "workspaces": m}``.
     """
+    recorded, _ = fallback.drain(state)
+    state.redis.delete(FALLBACK_KICK_KEY)
+    if recorded:
+        logger.info("Recorded %d completions from the Redis fallback.", recorded)
     released, pending = outbox.release_stale(state, force=force)
     for workspace_id in pending:
         state.redis.delete(kick_key(workspace_id))

@@ -1,14 +1,15 @@
 """The ``survey_completed`` receiver: validate, record durably, kick a drain job.
 
 It runs on the host's request path, so it does as little as possible: no call to
-Segment, nothing on the host's ``db.session`` (it uses its own short transaction
-on ``db.engine``), one ``INSERT`` and one Redis ``SET NX``. It never raises into
-the host.
+Segment, one statement (PostgreSQL; two on SQLite) and one Redis ``SET NX``.
+Sent inside a host transaction that wrote, it records on that transaction's
+connection in a SAVEPOINT and kicks after the commit (:mod:`.hosttx`);
+otherwise in a short transaction of its own on ``db.engine``. It never commits,
+flushes or rolls back the host's ``db.session`` and never raises into the host.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import typing as t
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from ..core.completion import completion_nps_score
 from ..core.completion import normalize_completion
 from ..state import State
 from ..tables import outbound as models
+from . import fallback
+from . import hosttx
 from . import kick
 from . import record
 from . import settings
@@ -59,12 +62,17 @@ def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
         "survey_id": survey_id,
         "user_id": None if user_id is None else str(user_id)[:255],
     }
+    try:
+        connection = hosttx.host_connection(state)
+    except sa.exc.SQLAlchemyError:
+        connection = None  # our own transaction refuses too: the fallback
     if user_id is None or user_id == "":
         _skip(
             state,
             base,
             models.SKIPPED,
             "no user_id: Segment cannot match the response to a profile",
+            connection,
         )
         return
     try:
@@ -77,48 +85,62 @@ def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
             on_convert=lambda name: _log_conversion(state, name),
         )
     except InvalidCompletion as exc:
-        _skip(state, base, models.FAILED, f"invalid completion: {exc}")
+        _skip(state, base, models.FAILED, f"invalid completion: {exc}", connection)
         return
-    reason = settings.load(state, workspace_id).skip_reason(survey_id)
+    row = {
+        **base,
+        "payload": canonical_json(completion),
+        "nps_score": completion_nps_score(completion),
+        "answers": canonical_json(completion["response"]["answers"]),
+    }
+    try:
+        reason = settings.load(state, workspace_id).skip_reason(survey_id)
+    except sa.exc.SQLAlchemyError as exc:
+        # Settings unreadable: the worker decides the skip when it records it.
+        _fallback_to_redis(state, row, exc, check_settings=True)
+        return
     if reason is not None:
-        _skip(state, base, models.SKIPPED, reason)
+        _skip(state, base, models.SKIPPED, reason, connection)
         return
-    payload = canonical_json(completion)
-    nps = completion_nps_score(completion)
-    record_and_kick(state, {**base, "payload": payload, "nps_score": nps})
+    record_and_kick(state, row, connection)
 
 
-def record_and_kick(state: State, row: dict[str, t.Any]) -> bool:
-    """Insert a pending delivery and kick a drain; ``False`` for a duplicate.
+def record_and_kick(
+    state: State, row: dict[str, t.Any], connection: sa.Connection | None = None
+) -> bool:
+    """Record a completion and kick a drain; ``False`` when its content is the
+    response's latest recorded content already.
 
-    When the database refuses, the completion travels through Redis instead (a
-    ``record_completion`` job inserts it later); only when both are down is it
-    lost, and then it is logged as an error with its response id.
+    With ``connection`` (the host's, in its transaction) the drain is kicked
+    after the host's commit. When the database refuses, the completion goes to
+    the Redis fallback list instead; only when both are down is it lost, and
+    then it is logged as an error with its response id.
     """
     try:
-        inserted = record.insert_pending(state, row)
+        inserted = record.insert_pending(state, row, connection=connection)
     except sa.exc.SQLAlchemyError as exc:
-        _fallback_to_redis(state, row, exc)
+        _fallback_to_redis(state, row, exc, check_settings=False)
         return False
-    if inserted:
-        kick.kick(state, row["workspace_id"], reuse=True)
-    else:
+    if not inserted:
         logger.debug(
             "Response %r was already recorded with this content.", row["response_id"]
         )
+    elif connection is None:
+        kick.kick(state, row["workspace_id"], reuse=True)
+    else:
+        hosttx.kick_after_commit(state, row["workspace_id"])
     return inserted
 
 
-def _fallback_to_redis(state: State, row: dict[str, t.Any], exc: Exception) -> None:
+def _fallback_to_redis(
+    state: State, row: dict[str, t.Any], exc: Exception, *, check_settings: bool
+) -> None:
     try:
         # The completion holds personal data: it travels encrypted, like the
         # write key at rest, and only the workspace id is in the clear.
-        sealed = state.box.encrypt(json.dumps(row))
-        state.queue.enqueue(
-            kick.RECORD_JOB, row["workspace_id"], sealed, **kick.job_options(state)
-        )
+        fallback.push(state, row, check_settings=check_settings)
         logger.warning(
-            "Database unavailable (%s); completion %r queued in Redis and will be"
+            "Database unavailable (%s); completion %r kept in Redis and will be"
             " recorded by the worker.",
             type(exc).__name__,
             row["response_id"],
@@ -130,14 +152,25 @@ def _fallback_to_redis(state: State, row: dict[str, t.Any], exc: Exception) -> N
             type(exc).__name__,
             type(redis_exc).__name__,
         )
+        return
+    try:
+        kick.kick_fallback(state)
+    except Exception:  # the sweep, `requeue` or a worker start drains it
+        logger.warning("Could not queue the drain of the Redis fallback.")
 
 
-def _skip(state: State, base: dict[str, t.Any], status: str, reason: str) -> None:
+def _skip(
+    state: State,
+    base: dict[str, t.Any],
+    status: str,
+    reason: str,
+    connection: sa.Connection | None,
+) -> None:
     """Record a completion that is not sent, with the reason."""
     log = logger.warning if status == models.FAILED else logger.info
     log("Survey completion %r not sent: %s.", base["response_id"], reason)
     try:
-        record.insert_unsent(state, base, status, reason)
+        record.insert_unsent(state, base, status, reason, connection=connection)
     except sa.exc.SQLAlchemyError:
         logger.exception("Could not record skipped completion %r.", base["response_id"])
 
