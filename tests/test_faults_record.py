@@ -218,3 +218,56 @@ def test_signal_inside_transactions_that_commit_or_roll_back(app, segment, redis
         segment,
         time.monotonic() - started,
     )
+
+
+def test_two_drainers_at_once_record_each_completion_once(app, redis_conn):
+    """Both drainers read the same chunks; the dedupe against the latest content
+    (and against content older than it) makes the second reading a no-op, even
+    for a response edited A → B → A while it waited in the list."""
+    import threading
+
+    from flask_refiner_segment.core.completion import canonical_json
+    from flask_refiner_segment.core.completion import normalize_completion
+
+    state = app.extensions["refiner_segment"]
+    a = {"how_likely": 9}
+    b = {"how_likely": 2}
+    signals = [(1, a), (1, b), (1, a)] + [(n, a) for n in range(2, 2 + N)]
+    with app.app_context():
+        for n, answers in signals:
+            normalized = normalize_completion(**completion(n, answers=answers))
+            row = {
+                "workspace_id": "default",
+                "response_id": f"r-{n}",
+                "survey_id": "nps-2026",
+                "user_id": "u-1",
+                "payload": canonical_json(normalized),
+                "nps_score": None,
+            }
+            fallback.push(state, row, check_settings=True)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def drainer() -> None:
+        try:
+            with app.app_context():
+                barrier.wait()
+                kick.drain_fallback(state)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drainer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert fallback.length(redis_conn) == 0
+    rows = deliveries(app)
+    assert len(rows) == 3 + N
+    revisions = [
+        json.loads(r.payload)["response"]["answers"]
+        for r in rows
+        if r.response_id == "r-1"
+    ]
+    assert revisions == [a, b, a]
