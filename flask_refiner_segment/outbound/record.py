@@ -10,8 +10,6 @@ import hashlib
 import typing as t
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from ..tables import outbound as models
@@ -61,18 +59,12 @@ def insert_pending(state: State, row: dict[str, t.Any]) -> bool:
 def _insert_statement(state: State) -> tuple[sa.Engine, t.Any]:
     table = _table(state)
     engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
-    dialect = engine.dialect.name
+    # The unique constraint on (workspace, response, content) was replaced by
+    # an index (schema of 6ede0a3), so ON CONFLICT has nothing to match: plain
+    # INSERT until the record side's deduplication (refiner_segment_response)
+    # lands. A repeated signal is recorded again meanwhile.
     stmt: t.Any = table.insert()
-    if dialect in ("postgresql", "sqlite"):
-        stmt = (
-            postgresql.insert(table)
-            if dialect == "postgresql"
-            else sqlite.insert(table)
-        ).on_conflict_do_nothing(
-            index_elements=["workspace_id", "response_id", "content_hash"]
-        )
-        # rowcount of an INSERT .. ON CONFLICT DO NOTHING is -1 on some drivers
-        # (psycopg 3 with SQLAlchemy's insertmanyvalues): ask for the new id.
+    if engine.dialect.name in ("postgresql", "sqlite"):
         stmt = stmt.returning(table.c.id)
     return engine, stmt
 
