@@ -40,11 +40,15 @@ def _job_queue(state: State) -> Queue:
     return state.queue
 
 
-def deliver(workspace_id: str) -> dict[str, int]:
-    """Drain the workspace's due pending deliveries in batch requests."""
+def deliver(workspace_id: str, *, scheduled: bool = False) -> dict[str, int]:
+    """Drain the workspace's due pending deliveries in batch requests.
+
+    ``scheduled``: a retry enqueued for when a backoff ends, which did not
+    create the workspace's kick key (a kick did for the other drain jobs).
+    """
     with _app().app_context():
         state = get_state()
-        return Drain(state, workspace_id, _job_queue(state)).run()
+        return Drain(state, workspace_id, _job_queue(state), scheduled=scheduled).run()
 
 
 def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
@@ -78,6 +82,6 @@ def sweep() -> dict[str, int]:
     """Periodic recovery: release expired leases, kick workspaces, reschedule."""
     with _app().app_context():
         state = get_state()
-        result = kick.requeue(state)
+        result = kick.requeue(state, reset_kicks=False)
         kick.schedule_sweep(state, _job_queue(state), force=True)
         return result
