@@ -83,37 +83,36 @@ def test_a_scheduled_retry_leaves_the_workspace_to_the_drain_holding_the_key(
 
 
 def test_one_drain_job_at_a_time_under_steady_load(
-    app, app_config, segment, redis_url, redis_conn, tmp_path
+    make_app, app_config, segment, redis_url, redis_conn, tmp_path
 ):
-    """A drain longer than KICK_TTL, completions arriving all along: while it
-    sends, no other drain job is waiting (with more workers it would run
-    beside it)."""
+    """A drain longer than KICK_TTL (a backlog, slow answers), completions
+    arriving all along: while it sends, no other drain job is waiting (with
+    more workers it would run beside it)."""
     env = cli_environment(
         app_config,
-        REFINER_SEGMENT_KICK_TTL="2",
-        REFINER_SEGMENT_BATCH_SIZE="5",
+        REFINER_SEGMENT_KICK_TTL="1",
+        REFINER_SEGMENT_BATCH_SIZE="2",
         REFINER_SEGMENT_READ_TIMEOUT="5",
     )
+    app = make_app(REFINER_SEGMENT_KICK_TTL=1)  # the kicks' side
     queue = queue_of(app, redis.Redis.from_url(redis_url))
     waiting: list[int] = []
     segment.on_request = lambda: waiting.append(deliver_jobs(queue))
-    segment.set_fault(delay=0.2)
+    segment.set_fault(delay=0.25)
     worker = flask_worker(env, tmp_path / "worker.log")
-    n = 0
+    backlog = 20  # 10 requests of 2: longer than KICK_TTL on its own
     try:
-        # Steady completions for longer than KICK_TTL after the first request.
-        send_completion(app, n)
-        wait_until(lambda: segment.requests > 0, what="the first request")
-        first = dt.datetime.now()
-        while dt.datetime.now() - first < dt.timedelta(seconds=5):
-            n += 1
+        for n in range(backlog):
             send_completion(app, n)
+        for i in range(backlog, backlog + 30):
+            send_completion(app, i)  # each one kicks (KICK_CACHE_SECONDS apart)
             threading.Event().wait(0.1)
+        n = backlog + 30
         segment.clear_faults()
-        wait_until(lambda: statuses(app) == {"sent": n + 1}, 60, "all sent")
+        wait_until(lambda: statuses(app) == {"sent": n}, 60, "all sent")
     finally:
         stop(worker)
-    assert len(segment.message_ids()) == 3 * (n + 1) and segment.duplicates == 0
+    assert len(segment.message_ids()) == 3 * n and segment.duplicates == 0
     assert len(waiting) >= 10
     assert max(waiting) == 0, waiting
 
