@@ -38,6 +38,7 @@ def retry_key(workspace_id: str) -> str:
 
 
 SWEEP_KEY = KEY_PREFIX + "sweep"
+RECOVERY_KEY = KEY_PREFIX + "recovery"
 
 #: The RQ jobs, by dotted path.
 DELIVER_JOB = "flask_refiner_segment.outbound.jobs.deliver"
@@ -232,10 +233,17 @@ def requeue(
     return {"released": released, "workspaces": len(pending)}
 
 
-def recover(state: State, queue: Queue) -> dict[str, int]:
+def recover(state: State, queue: Queue) -> dict[str, int] | None:
     """A worker's periodic recovery, without RQ's scheduler: release expired
     leases, kick workspaces with due deliveries (backoffs that ended, retries
-    whose job was lost) and keep the sweep scheduled."""
+    whose job was lost) and keep the sweep scheduled.
+
+    One worker's round per ``RECOVERY_INTERVAL`` is enough: the others skip
+    theirs (``None``) while the round's key lives.
+    """
+    interval_ms = int(state.config.recovery_interval * 1000 * 0.8)
+    if not queue.connection.set(RECOVERY_KEY, b"1", nx=True, px=max(1, interval_ms)):
+        return None
     result = requeue(state, reset_kicks=False, due_only=True)
     if scheduler_active(queue.connection, queue.name):
         # Without a scheduler the sweep would never run (this poll stands in

@@ -73,7 +73,7 @@ class _Recovering:
             # Work horses are forked from this process: they must not share
             # its database connections.
             state.db.engine.dispose()
-        if result["released"]:
+        if result is not None and result["released"]:
             logger.warning(
                 "Released %d deliveries of a lost worker.", result["released"]
             )
