@@ -27,6 +27,7 @@ from .drain_support import wait_until
 from .helpers import deliveries
 from .helpers import statuses
 from .test_faults import report
+from .test_frozen import SLOW_BACKOFF
 from .test_frozen import change_everything
 from .test_frozen import without_sent_at
 
@@ -39,7 +40,8 @@ def batches(segment: t.Any) -> list[list[dict[str, t.Any]]]:
     return [json.loads(body)["batch"] for body in segment.bodies]
 
 
-def test_settings_and_version_changed_between_attempts(app, segment, redis_url):
+def test_settings_and_version_changed_between_attempts(make_app, segment, redis_url):
+    app = make_app(**SLOW_BACKOFF)
     segment.keep_bodies = True
     segment.set_fault(status=503, times=1)
     for n in range(N):

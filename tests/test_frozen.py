@@ -18,6 +18,8 @@ from .conftest import send_completion
 from .helpers import deliveries
 from .helpers import statuses
 
+#: A backoff that outlasts the burst worker of the first attempt.
+SLOW_BACKOFF = {"REFINER_SEGMENT_BACKOFF_BASE": 3, "REFINER_SEGMENT_BACKOFF_MAX": 3}
 SENT_AT = re.compile(rb',"sentAt":"[^"]*"')
 
 
@@ -37,7 +39,9 @@ def change_everything(app: t.Any) -> None:
     state.version = "99.0.0"
 
 
-def test_a_retry_resends_the_first_attempt_byte_for_byte(app, segment, redis_url):
+def test_a_retry_resends_the_first_attempt_byte_for_byte(make_app, segment, redis_url):
+    # A backoff long enough that the burst worker does not retry at once.
+    app = make_app(**SLOW_BACKOFF)
     segment.keep_bodies = True
     segment.set_fault(status=503, times=1)
     send_completion(app, 1)
