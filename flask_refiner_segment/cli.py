@@ -35,10 +35,10 @@ def worker(burst: bool, simple: bool) -> None:
     """Run an RQ worker with its scheduler, inside the app context.
 
     On start it recovers deliveries whose job was lost (like ``requeue``) and
-    schedules the periodic sweep.
+    schedules the periodic sweep; then, every ``RECOVERY_INTERVAL``, it releases
+    expired leases and kicks due deliveries itself, with or without a scheduler.
     """
-    from rq import SimpleWorker
-    from rq import Worker
+    from .outbound.worker import make_worker
 
     state = get_state()
     pool = state.redis.connection_pool
@@ -60,8 +60,7 @@ def worker(burst: bool, simple: bool) -> None:
         click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
     # Forked job processes must not share the parent's database connections.
     state.db.engine.dispose()
-    worker_class = SimpleWorker if simple else Worker
-    rq_worker = worker_class([queue], connection=connection)
+    rq_worker = make_worker(state, queue, connection, simple=simple)
     rq_worker.work(burst=burst, with_scheduler=True)
 
 
@@ -96,19 +95,36 @@ def retry_failed(workspace_id: str | None) -> None:
 @_workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(workspace_id: str | None, as_json: bool) -> None:
-    """Count deliveries per status, and the completions waiting in the Redis
-    fallback (``null`` when Redis is unavailable)."""
+    """Count deliveries per status and the completions waiting in the Redis
+    fallback (``null`` when Redis is unavailable); say whether RQ's scheduler
+    runs."""
     state = get_state()
     counts: dict[str, int | None] = dict(log.counts(state, workspace_id))
     try:
         counts["fallback"] = fallback.length(state.redis)
     except redis.RedisError:
         counts["fallback"] = None
+    try:
+        scheduler: bool | None = kick.scheduler_active(state.redis, state.queue.name)
+    except redis.RedisError:
+        scheduler = None
     if as_json:
-        click.echo(json.dumps(counts))
+        click.echo(json.dumps({**counts, "scheduler": scheduler}))
         return
     for name, n in counts.items():
         click.echo(f"{name:8} {'unknown' if n is None else n}")
+    click.echo(f"scheduler {_describe_scheduler(scheduler)}")
+
+
+def _describe_scheduler(active: bool | None) -> str:
+    if active is None:
+        return "unknown (Redis is unavailable)"
+    if active:
+        return "running"
+    return (
+        "NOT RUNNING: retries after a backoff and the periodic sweep wait for a"
+        " `flask refiner-segment worker` (or `rq worker --with-scheduler`)"
+    )
 
 
 @cli.command("send-test")

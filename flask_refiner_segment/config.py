@@ -39,7 +39,11 @@ DEFAULTS: dict[str, t.Any] = {
     "READ_TIMEOUT": 10.0,
     # Retry policy.
     "BACKOFF_BASE": 2.0,
-    "BACKOFF_MAX": 600.0,
+    # At most this long (s) between attempts, so deliveries resume within a
+    # minute of Segment's recovery: with RQ's whole-second scheduling, or with
+    # a worker's recovery poll (RECOVERY_INTERVAL), the next attempt comes
+    # within BACKOFF_MAX + RECOVERY_INTERVAL + 1 s. A Retry-After wins.
+    "BACKOFF_MAX": 45.0,
     "RETRY_AFTER_MAX": 300.0,
     "RETRY_WINDOW": 24 * 3600.0,
     # Batching and recovery.
@@ -48,6 +52,10 @@ DEFAULTS: dict[str, t.Any] = {
     "BATCH_LINGER": 0.05,
     "LEASE_SECONDS": 120.0,
     "SWEEP_INTERVAL": 60.0,
+    # How often (s) a `flask refiner-segment worker` itself, without RQ's
+    # scheduler, releases expired leases, kicks workspaces with due deliveries
+    # and reschedules the sweep.
+    "RECOVERY_INTERVAL": 10.0,
     "KICK_TTL": 30.0,
     # After seeing a drain job's kick key, a process skips Redis this long.
     "KICK_CACHE_SECONDS": 0.1,
@@ -95,6 +103,7 @@ class Config:
     batch_linger: float
     lease_seconds: float
     sweep_interval: float
+    recovery_interval: float
     kick_ttl: float
     kick_cache_seconds: float
     settings_cache_seconds: float

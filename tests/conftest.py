@@ -70,6 +70,8 @@ def segment(_segment_server: tuple[SegmentStandIn, t.Any]) -> SegmentStandIn:
     standin, server = _segment_server
     standin.reset()
     standin.clear_faults()
+    standin.keep_bodies = False
+    standin.on_request = None
     standin.url = server.url  # type: ignore[attr-defined]
     return standin
 

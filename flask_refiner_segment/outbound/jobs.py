@@ -41,11 +41,15 @@ def _job_queue(state: State) -> Queue:
     return state.queue
 
 
-def deliver(workspace_id: str) -> dict[str, int]:
-    """Drain the workspace's due pending deliveries in batch requests."""
+def deliver(workspace_id: str, *, scheduled: bool = False) -> dict[str, int]:
+    """Drain the workspace's due pending deliveries in batch requests.
+
+    ``scheduled``: a retry enqueued for when a backoff ends, which did not
+    create the workspace's kick key (a kick did for the other drain jobs).
+    """
     with _app().app_context():
         state = get_state()
-        return Drain(state, workspace_id, _job_queue(state)).run()
+        return Drain(state, workspace_id, _job_queue(state), scheduled=scheduled).run()
 
 
 def drain_fallback() -> int:
@@ -93,7 +97,7 @@ def sweep() -> dict[str, int]:
     with _app().app_context():
         state = get_state()
         try:
-            return kick.requeue(state)
+            return kick.requeue(state, reset_kicks=False)
         finally:
             # Even when the database is down: the next sweep must come.
             kick.schedule_sweep(state, _job_queue(state), force=True)

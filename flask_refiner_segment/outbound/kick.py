@@ -16,6 +16,7 @@ import typing as t
 import redis
 from rq import Queue
 from rq import Retry
+from rq.scheduler import RQScheduler
 
 from . import fallback
 from . import outbox
@@ -40,6 +41,7 @@ def retry_key(workspace_id: str) -> str:
 SWEEP_KEY = KEY_PREFIX + "sweep"
 #: Set while a job to drain the Redis fallback is queued (or failed lately).
 FALLBACK_KICK_KEY = KEY_PREFIX + "fallback-kick"
+RECOVERY_KEY = KEY_PREFIX + "recovery"
 
 #: The RQ jobs, by dotted path.
 DELIVER_JOB = "flask_refiner_segment.outbound.jobs.deliver"
@@ -120,6 +122,36 @@ def kick(state: State, workspace_id: str, *, reuse: bool = False) -> bool:
         return False
 
 
+def keep_kick(state: State, connection: redis.Redis, workspace_id: str) -> None:
+    """Extend the kick key's life to ``KICK_TTL`` from now (a drain job calls
+    this as it goes): while the job drains, completions queue no other job,
+    and once it stops (or dies) the key lives at most ``KICK_TTL`` more."""
+    connection.pexpire(kick_key(workspace_id), int(state.config.kick_ttl * 1000))
+
+
+def take_kick(state: State, connection: redis.Redis, workspace_id: str) -> bool:
+    """Create the kick key for a drain job that was not kicked (a scheduled
+    retry); ``False`` when another drain job is queued or running."""
+    return bool(
+        connection.set(
+            kick_key(workspace_id),
+            b"1",
+            nx=True,
+            px=int(state.config.kick_ttl * 1000),
+        )
+    )
+
+
+def scheduler_active(connection: redis.Redis, queue_name: str) -> bool:
+    """Whether an RQ scheduler holds the scheduling lock of ``queue_name``.
+
+    RQ's scheduler (``rq worker --with-scheduler``, ``flask refiner-segment
+    worker``) keeps ``rq:scheduler-lock:<queue>`` alive while it runs; without
+    it, jobs enqueued for later (retries, the sweep) never run.
+    """
+    return bool(connection.exists(RQScheduler.get_locking_key(queue_name)))
+
+
 def release_kick(connection: redis.Redis, workspace_id: str) -> bool:
     """Delete the kick key (a drain job stops); ``True`` when a process other
     than its creator found it taken (or it was gone), so may skip kicks for
@@ -152,8 +184,20 @@ def schedule_retry(
         dt.datetime.fromtimestamp(stamp, dt.timezone.utc),
         DELIVER_JOB,
         workspace_id,
+        scheduled=True,
         **job_options(state),
     )
+    if not scheduler_active(connection, queue.name):
+        logger.warning(
+            "No RQ scheduler is running for queue %r: the retry of workspace %r"
+            " due at %s runs only when a `flask refiner-segment worker` polls"
+            " (every %g s) or the next completion arrives. Run workers with"
+            " `flask refiner-segment worker` or `rq worker --with-scheduler`.",
+            queue.name,
+            workspace_id,
+            dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(),
+            state.config.recovery_interval,
+        )
 
 
 def schedule_sweep(state: State, queue: Queue, *, force: bool = False) -> bool:
@@ -205,23 +249,54 @@ def drain_fallback(state: State) -> int:
             return total
 
 
-def requeue(state: State, *, force: bool = False) -> dict[str, int]:
+def requeue(
+    state: State,
+    *,
+    force: bool = False,
+    reset_kicks: bool = True,
+    due_only: bool = False,
+) -> dict[str, int]:
     """Recover deliveries whose job was lost, and make sure jobs will run.
 
     First the completions waiting in the Redis fallback are recorded. Then
-    deliveries claimed by a worker that died (lease expired; with ``force``
-    every claimed one) go back to pending, and a drain job is enqueued for every
-    workspace with pending deliveries. Returns ``{"released": n, "workspaces": m}``.
+    deliveries claimed by a worker that died (lease expired; with ``force`` every
+    claimed one) go back to pending, and a drain job is kicked for every
+    workspace with pending deliveries (with ``due_only``, deliveries due now).
+    ``reset_kicks`` (an operator's ``requeue``, a worker starting) first deletes
+    the workspaces' kick keys, so a job is enqueued even if a lost one held the
+    key; the periodic sweep and poll keep them, so a running drain stays the
+    only one (a lost job's key expires within ``KICK_TTL``).
+    Returns ``{"released": n, "workspaces": m}``.
     """
     recorded, _ = fallback.drain(state)
     state.redis.delete(FALLBACK_KICK_KEY)
     if recorded:
         logger.info("Recorded %d completions from the Redis fallback.", recorded)
-    released, pending = outbox.release_stale(state, force=force)
+    released, pending = outbox.release_stale(state, force=force, due_only=due_only)
     for workspace_id in pending:
-        state.redis.delete(kick_key(workspace_id))
+        if reset_kicks:
+            state.redis.delete(kick_key(workspace_id))
         kick(state, workspace_id)
     return {"released": released, "workspaces": len(pending)}
+
+
+def recover(state: State, queue: Queue) -> dict[str, int] | None:
+    """A worker's periodic recovery, without RQ's scheduler: release expired
+    leases, kick workspaces with due deliveries (backoffs that ended, retries
+    whose job was lost) and keep the sweep scheduled.
+
+    One worker's round per ``RECOVERY_INTERVAL`` is enough: the others skip
+    theirs (``None``) while the round's key lives.
+    """
+    interval_ms = int(state.config.recovery_interval * 1000 * 0.8)
+    if not queue.connection.set(RECOVERY_KEY, b"1", nx=True, px=max(1, interval_ms)):
+        return None
+    result = requeue(state, reset_kicks=False, due_only=True)
+    if scheduler_active(queue.connection, queue.name):
+        # Without a scheduler the sweep would never run (this poll stands in
+        # for it) and each one scheduled would wait in RQ's registry.
+        schedule_sweep(state, queue)
+    return result
 
 
 def retry_failed(state: State, workspace_id: str | None = None) -> int:

@@ -28,17 +28,19 @@ logger = logging.getLogger("flask_refiner_segment")
 
 R = t.TypeVar("R")
 
-#: A claimed delivery: ``id``, ``response_id``, ``payload``, ``attempts``,
-#: ``retry_until`` and the ``claim_token`` that fences its state changes.
+#: A claimed delivery: ``id``, ``response_id``, ``payload``, ``messages`` (as
+#: frozen at its first attempt, or ``None``), ``attempts``, ``retry_until`` and
+#: the ``claim_token`` that fences its state changes.
 Claimed = sa.Row[t.Any]
 
 
-def _table(state: State) -> sa.Table:
+def delivery_table(state: State) -> sa.Table:
+    """The delivery table of ``state``'s models."""
     return t.cast(sa.Table, state.tables.outbound.Delivery.__table__)
 
 
 @contextlib.contextmanager
-def _bookkeeping(state: State) -> t.Iterator[sa.Connection]:
+def bookkeeping(state: State) -> t.Iterator[sa.Connection]:
     """A transaction for a worker's state change (claim, sent, retry, failed).
 
     On PostgreSQL its commit does not wait for the WAL flush (``SET LOCAL
@@ -64,7 +66,7 @@ def claim(
     PostgreSQL skips rows locked by a concurrent claim. The claimed rows come
     back from the ``UPDATE .. RETURNING`` itself.
     """
-    table = _table(state)
+    table = delivery_table(state)
     now = utcnow()
     due_by = now if due_by is None else min(due_by, now)
     token = uuid.uuid4().hex
@@ -78,7 +80,7 @@ def claim(
         .order_by(table.c.id)
         .limit(limit)
     )
-    with _bookkeeping(state) as conn:
+    with bookkeeping(state) as conn:
         if conn.dialect.name == "postgresql":
             # Lock the due rows first. As ``IN (subquery)`` PostgreSQL may run
             # the ``LIMIT .. FOR UPDATE SKIP LOCKED`` subquery once per outer
@@ -103,6 +105,7 @@ def claim(
                 table.c.id,
                 table.c.response_id,
                 table.c.payload,
+                table.c.messages,
                 table.c.attempts,
                 table.c.retry_until,
                 table.c.claim_token,
@@ -122,7 +125,7 @@ def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> lis
     """
     if not rows:
         return []
-    table = _table(state)
+    table = delivery_table(state)
     values.setdefault("updated_at", utcnow())
     by_claim: dict[str, list[int]] = {}
     for row in rows:
@@ -130,7 +133,7 @@ def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> lis
 
     def apply() -> list[int]:
         changed: list[int] = []
-        with _bookkeeping(state) as conn:
+        with bookkeeping(state) as conn:
             for token, ids in by_claim.items():
                 changed += conn.execute(
                     table.update()
@@ -144,10 +147,10 @@ def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> lis
                 ).scalars()
         return sorted(changed)
 
-    return _retrying(state, apply)
+    return retrying(state, apply)
 
 
-def _retrying(state: State, func: t.Callable[[], R]) -> R:
+def retrying(state: State, func: t.Callable[[], R]) -> R:
     """``func()``, again after a lost connection or a locked database."""
     delays = state.config.db_retry_delays
     for attempt, delay in enumerate((*delays, None)):
@@ -196,7 +199,7 @@ def _attempted(
     return _transition(
         state,
         rows,
-        attempts=_table(state).c.attempts + 1,
+        attempts=delivery_table(state).c.attempts + 1,
         reason=reason,
         last_status_code=status_code,
         **_unclaimed(status, next_attempt_at),
@@ -275,7 +278,7 @@ def mark_retry(
         status_code=result.status_code,
         next_attempt_at=next_at,
     )
-    table = _table(state)
+    table = delivery_table(state)
     with state.db.engine.begin() as conn:
         conn.execute(
             table.update()
@@ -301,7 +304,7 @@ def release(
 
 def next_due(state: State, workspace_id: str) -> dt.datetime | None:
     """When the earliest pending delivery of a workspace is due."""
-    table = _table(state)
+    table = delivery_table(state)
     with state.db.engine.connect() as conn:
         return t.cast(
             "dt.datetime | None",
@@ -314,13 +317,16 @@ def next_due(state: State, workspace_id: str) -> dt.datetime | None:
         )
 
 
-def release_stale(state: State, *, force: bool = False) -> tuple[int, list[str]]:
+def release_stale(
+    state: State, *, force: bool = False, due_only: bool = False
+) -> tuple[int, list[str]]:
     """Put deliveries claimed by a worker that died back to pending.
 
     A claim whose lease expired (with ``force``, every claim) is released.
-    Returns how many were released and the workspaces with pending deliveries.
+    Returns how many were released and the workspaces with pending deliveries
+    (with ``due_only``, only those with deliveries due now).
     """
-    table = _table(state)
+    table = delivery_table(state)
     now = utcnow()
     stale = table.c.status == models.SENDING
     if not force:
@@ -331,12 +337,13 @@ def release_stale(state: State, *, force: bool = False) -> tuple[int, list[str]]
             .where(stale)
             .values(**_unclaimed(models.PENDING, now), updated_at=now)
         ).rowcount
+        waiting = table.c.status == models.PENDING
+        if due_only:
+            waiting = sa.and_(waiting, table.c.next_attempt_at <= now)
         pending = [
             str(ws)
             for (ws,) in conn.execute(
-                sa.select(table.c.workspace_id)
-                .where(table.c.status == models.PENDING)
-                .distinct()
+                sa.select(table.c.workspace_id).where(waiting).distinct()
             )
         ]
     return int(released or 0), pending
@@ -349,7 +356,7 @@ def retry_failed(
 
     Returns how many, and their workspaces (to kick).
     """
-    table = _table(state)
+    table = delivery_table(state)
     now = utcnow()
     query = sa.and_(table.c.status == models.FAILED, table.c.payload.is_not(None))
     if workspace_id is not None:

@@ -7,7 +7,6 @@ workspace's effective settings.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 import typing as t
@@ -15,14 +14,13 @@ import typing as t
 from flask import Flask
 from flask import current_app
 
-from ..core.completion import InvalidCompletion
 from ..core.messages import BuildOptions
-from ..core.messages import MessageTooLarge
 from ..core.messages import build_messages
 from ..core.messages import chunk_batches
 from ..signals import delivery_failed
 from ..signals import delivery_succeeded
 from ..tables.base import utcnow
+from . import frozen
 from . import kick
 from . import outbox
 from . import settings
@@ -115,19 +113,34 @@ def send_test(state: State, workspace_id: str | None = None) -> SendResult:
 class Drain:
     """One drain of a workspace's due deliveries (the ``deliver`` job)."""
 
-    def __init__(self, state: State, workspace_id: str, queue: Queue) -> None:
+    def __init__(
+        self,
+        state: State,
+        workspace_id: str,
+        queue: Queue,
+        *,
+        scheduled: bool = False,
+    ) -> None:
         self.state = state
         self.workspace_id = workspace_id
         self.queue = queue
+        self.scheduled = scheduled
         self.stats = {"sent": 0, "retry": 0, "failed": 0, "requests": 0}
         self.paused = False
         self.client: SegmentClient | None = None
 
     def run(self) -> dict[str, int]:
         state, ws = self.state, self.workspace_id
+        connection = self.queue.connection
+        if self.scheduled and not kick.take_kick(state, connection, ws):
+            # Another drain job is queued or running: it drains what is due,
+            # and its follow-up schedules what is not.
+            logger.info("Workspace %r: a drain job is queued or running.", ws)
+            return self.stats
         # A later retry gets scheduled anew. The kick key stays while this job
-        # drains, so completions recorded meanwhile do not queue more jobs.
-        self.queue.connection.delete(kick.retry_key(ws))
+        # drains (kept alive as it goes), so completions recorded meanwhile
+        # do not queue more jobs.
+        connection.delete(kick.retry_key(ws))
         seen = True
         try:
             self._drain()
@@ -163,6 +176,7 @@ class Drain:
         size, linger = state.config.batch_size, state.config.batch_linger
         try:
             while not self.paused and time.monotonic() < deadline:
+                kick.keep_kick(state, self.queue.connection, ws)
                 # Keep draining what arrives meanwhile (one job, not one per
                 # kick, under steady load); once a batch is to be retried, only
                 # what was due at the start: a retry waits in a later job.
@@ -186,21 +200,11 @@ class Drain:
             kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
 
     def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:
-        built: list[sa.Row[t.Any]] = []
-        groups: list[list[dict[str, t.Any]]] = []
-        for row in rows:
-            try:
-                groups.append(
-                    build_messages(
-                        json.loads(row.payload),
-                        self.options,
-                        workspace_id=self.workspace_id,
-                    )
-                )
-            except (MessageTooLarge, InvalidCompletion, ValueError, TypeError) as exc:
-                self._fail([row], f"cannot be sent: {exc}", None)
-                continue
-            built.append(row)
+        prepared = frozen.prepare(self.state, rows, self.options, self.workspace_id)
+        for row, reason in prepared.failed:
+            self._fail([row], reason, None)
+        self._lost(prepared.lost, [])
+        built, groups = prepared.rows, prepared.groups
         chunks = chunk_batches(groups)
         for n, chunk in enumerate(chunks):
             if self.paused:
@@ -218,6 +222,7 @@ class Drain:
         messages = [m for group in groups for m in group]
         if self.client is None:  # set before anything is claimed
             raise RuntimeError("a drain sends only after its client is made")
+        kick.keep_kick(self.state, self.queue.connection, self.workspace_id)
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":

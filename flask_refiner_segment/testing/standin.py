@@ -75,6 +75,9 @@ class SegmentStandIn:
     Thread-safe. Records: ``messages`` (accepted, with ``receivedAt``),
     ``rejected`` (``{"reason", "message"}``), ``duplicates`` (a count) and
     ``duplicate_ids``, ``requests`` (calls to ``/v1/*``). :func:`serve` sets ``url``.
+    With ``keep_bodies`` set it also keeps ``bodies``: the raw body of every call
+    to ``/v1/*``, answered or failed by a fault, in arrival order.
+    ``on_request``, when set, is called (with no arguments) as a call arrives.
     """
 
     def __init__(
@@ -87,6 +90,8 @@ class SegmentStandIn:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._generation = 0
+        self.keep_bodies = False
+        self.on_request: t.Callable[[], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -97,6 +102,7 @@ class SegmentStandIn:
             self.duplicates = 0
             self.duplicate_ids: list[str] = []
             self.requests = 0
+            self.bodies: list[bytes] = []
             self._seen: set[str] = set()
             self._generation += 1  # requests in flight now are not recorded
 
@@ -211,9 +217,15 @@ class SegmentStandIn:
         return self.write_keys is None or key in self.write_keys
 
     def _receive(self, request: Request, single: str | None) -> Response:
+        hook = self.on_request
+        if hook is not None:
+            hook()
+        raw = request.get_data(cache=False)
         with self._lock:
             self.requests += 1
             generation = self._generation
+            if self.keep_bodies:
+                self.bodies.append(raw)
         fault = self._take_fault()
         if fault.delay:
             time.sleep(fault.delay)
@@ -229,7 +241,6 @@ class SegmentStandIn:
                 key = ""
             if not self._authorized(key.partition(":")[0]):
                 return error_response(401, "unauthorized", "invalid write key")
-        raw = request.get_data(cache=False)
         if len(raw) > MAX_REQUEST_BYTES:
             return error_response(400, "request_too_large", "request body over 500 KB")
         if request.mimetype != "application/json":

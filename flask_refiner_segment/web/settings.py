@@ -9,6 +9,7 @@ import logging
 import math
 import typing as t
 
+import redis
 from flask import Blueprint
 from flask import flash
 from flask import redirect
@@ -353,4 +354,18 @@ def _render(
         new_inbound_key=new_inbound_key,
         webhook_secret_hint=_secret_hint(state, row),
         private_hosts_allowed=config.allow_private_hosts,
+        scheduler_missing=_scheduler_missing(state, counts),
     )
+
+
+def _scheduler_missing(state: State, counts: dict[str, int]) -> bool:
+    """Deliveries wait (pending or in backoff) and no RQ scheduler runs for the
+    queue: retries after a backoff and the sweep then wait for a ``flask
+    refiner-segment worker``'s own recovery (plain RQ workers never run them)."""
+    if not counts.get(models.PENDING) and not counts.get(models.SENDING):
+        return False
+    try:
+        return not kick.scheduler_active(state.redis, state.queue.name)
+    except redis.RedisError:  # the page still renders, without a guess
+        logger.warning("Could not check for an RQ scheduler.", exc_info=True)
+        return False
