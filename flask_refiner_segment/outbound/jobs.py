@@ -20,6 +20,7 @@ from ..state import State
 from ..state import get_state
 from . import kick
 from . import record
+from . import retention
 from .sender import Drain
 
 
@@ -75,9 +76,11 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
 
 
 def sweep() -> dict[str, int]:
-    """Periodic recovery: release expired leases, kick workspaces, reschedule."""
+    """Periodic recovery: release expired leases, kick workspaces, reschedule;
+    then prune a bounded share of the deliveries past their retention."""
     with _app().app_context():
         state = get_state()
         result = kick.requeue(state)
         kick.schedule_sweep(state, _job_queue(state), force=True)
+        result["pruned"] = retention.prune_some(state).total
         return result

@@ -83,6 +83,13 @@ def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
                 "status",
                 "next_attempt_at",
             ),
+            # Retention: finished deliveries by age (outbound/retention.py);
+            # also finds sending rows with an expired lease without a scan.
+            sa.Index(
+                "ix_refiner_segment_delivery_finished",
+                "status",
+                "updated_at",
+            ),
         )
 
         id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True)
