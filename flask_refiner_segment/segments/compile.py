@@ -326,7 +326,8 @@ class Compiler:
         low, high = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}[
             c["value"]
         ]
-        return latest.between(low, high)
+        # IN, not BETWEEN: BETWEEN repeats the subquery for its second bound.
+        return latest.in_(list(range(low, high + 1)))
 
     def condition(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
         if "kind" not in c:
