@@ -61,7 +61,7 @@ class OutboxResult:
     release_stale_ms: float
     pruned: int
     prune_s: float
-    #: The claim query's plan (PostgreSQL), first lines.
+    #: The plans of the claim and of a prune batch (PostgreSQL), first lines.
     plan: str = ""
 
     @property
@@ -186,7 +186,8 @@ def load(engine: sa.Engine, n: int) -> float:
 
 
 def _plan(engine: sa.Engine, table: sa.Table) -> str:
-    """The first lines of the claim's locking SELECT's plan."""
+    """The first lines of the plans of the claim's locking SELECT and of one
+    prune batch."""
     due = (
         sa.select(table.c.id)
         .where(
@@ -198,10 +199,19 @@ def _plan(engine: sa.Engine, table: sa.Table) -> str:
         .limit(CLAIM)
         .with_for_update(skip_locked=True)
     )
-    sql = str(due.compile(engine, compile_kwargs={"literal_binds": True}))
+    old = sa.and_(
+        table.c.status.in_(retention.FINISHED),
+        table.c.updated_at < retention.cutoff(30),
+    )
+    prune = sa.select(table.c.id).where(old).limit(retention.BATCH_SIZE)
+    plans = []
     with engine.connect() as conn:
-        lines = [r[0] for r in conn.execute(sa.text("EXPLAIN " + sql))]
-    return "\n".join(lines[:5])
+        for name, stmt in (("claim", due), ("prune batch's SELECT", prune)):
+            sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+            lines = [r[0] for r in conn.execute(sa.text("EXPLAIN " + sql))]
+            plans.append(f"{name}:\n" + "\n".join(lines[:8]))
+        conn.rollback()
+    return "\n".join(plans)
 
 
 def report(rep: t.Any, results: list[OutboxResult]) -> None:
@@ -248,7 +258,7 @@ def report(rep: t.Any, results: list[OutboxResult]) -> None:
     )
     largest = max(results, key=lambda r: (r.database == "PostgreSQL", r.rows))
     if largest.plan:
-        rep.line(f"\nClaim plan at {largest.rows:,} rows (PostgreSQL):\n")
+        rep.line(f"\nPlans at {largest.rows:,} rows (PostgreSQL):\n")
         rep.line("    " + largest.plan.replace("\n", "\n    "))
 
 

@@ -6,9 +6,11 @@ good or skipped; ``retry-failed`` makes a failed one young again). Pending and
 sending deliveries are never pruned, whatever their age. User segments read
 ``refiner_segment_response``, not deliveries, so pruning changes no membership.
 
-Deletes go in bounded batches: one ``DELETE`` of at most ``batch_size`` rows
-per transaction, so a prune never holds many row locks or a long transaction,
-and the periodic sweep prunes at most :data:`SWEEP_BATCHES` batches per run.
+Deletes go in bounded batches: per transaction, the ids of at most
+``batch_size`` old rows (through the ``(status, updated_at)`` index), then one
+``DELETE`` of those by primary key, so a prune never holds many row locks or a
+long transaction and each batch costs the same however many rows are old. The
+periodic sweep prunes at most :data:`SWEEP_BATCHES` batches per run.
 """
 
 from __future__ import annotations
@@ -86,24 +88,29 @@ def prune(
     old = [table.c.status.in_(FINISHED), table.c.updated_at < cutoff(days)]
     if workspace_id is not None:
         old.append(table.c.workspace_id == workspace_id)
-    # The old-row conditions are on the DELETE too: PostgreSQL re-checks them
-    # on a row changed meanwhile (a failed delivery retried is pending again).
-    delete = (
-        table.delete()
-        .where(
-            table.c.id.in_(sa.select(table.c.id).where(*old).limit(batch_size)),
-            *old,
-        )
-        .returning(table.c.status)
-    )
+    chunk = sa.select(table.c.id).where(*old).limit(batch_size)
     removed: collections.Counter[str] = collections.Counter()
     batches = 0
     while max_batches is None or batches < max_batches:
         with state.db.engine.begin() as conn:
-            statuses = list(conn.execute(delete).scalars())
+            ids = list(conn.execute(chunk).scalars())
+            # Deleted by primary key (a plan that stays cheap however many rows
+            # are old), with the conditions again: PostgreSQL re-checks them on
+            # a row changed meanwhile (a failed delivery retried is pending).
+            statuses = (
+                list(
+                    conn.execute(
+                        table.delete()
+                        .where(table.c.id.in_(ids), *old)
+                        .returning(table.c.status)
+                    ).scalars()
+                )
+                if ids
+                else []
+            )
         batches += 1
         removed.update(statuses)
-        if len(statuses) < batch_size:
+        if len(ids) < batch_size:
             return Pruned(dict(removed), batches, False)
     return Pruned(dict(removed), batches, True)
 
