@@ -95,5 +95,5 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
         assert set(result["claimed"]) == {500}, result
         assert result["pruned"] == result["rows"] - 500, result
         assert result["claim_ms"] > 0 and result["prune_rows_per_s"] > 0, result
-    assert "ix_refiner_segment_delivery_due" in outbox[1]["plan"]
+    assert "LockRows" in outbox[1]["plan"]  # the claim's plan, on PostgreSQL
     assert "| database | rows | claim ms |" in run.stdout
