@@ -4,8 +4,9 @@ Needs PostgreSQL (``$BENCH_POSTGRES_URL``, default the local ``test`` database's
 server; a database of the run's own is created and dropped) and starts its own
 Redis (or uses ``$BENCH_REDIS_URL``), stand-in, RQ workers and gunicorn.
 Parts (``--only``): path, throughput, latency, inbound, growth (delivery and
-inbound, see bench/delivery.py and bench/inbound.py) and segments (segment
-evaluation on generated data, PostgreSQL and SQLite: bench/segments.py).
+inbound, see bench/delivery.py and bench/inbound.py), segments (segment
+evaluation on generated data, PostgreSQL and SQLite: bench/segments.py) and
+outbox (claim, mark_sent and prune with the outbox's size: bench/outbox.py).
 ``--smoke`` runs every part with tiny sizes, to keep the harness working; its
 figures mean nothing.
 """
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 
 from . import delivery
 from . import inbound
+from . import outbox
 from . import segments
 from ._util import postgres_database
 from ._util import redis_url
@@ -34,7 +36,7 @@ from ._util import sqlite_database
 from ._util import standin_process
 
 EXT = "flask-refiner-segment"
-PARTS = ("path", "throughput", "latency", "inbound", "growth", "segments")
+PARTS = ("path", "throughput", "latency", "inbound", "growth", "segments", "outbox")
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
@@ -44,6 +46,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         args.inbound_seconds, args.sizes, args.threads = 1.0, "100,300", 4
         args.loadgen = "python"
         args.profiles, args.events = 300, 3_000
+        args.outbox_sizes = "1000,3000"
     sizes = [int(s) for s in args.sizes.split(",") if s]
     only = set(args.only.split(","))
     if only - set(PARTS):
@@ -139,6 +142,14 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 loads.append(loaded)
                 shapes += timed
             report.user_segments(loads, shapes)
+
+        if "outbox" in only:
+            outbox_sizes = [int(s) for s in args.outbox_sizes.split(",") if s]
+            outbox.report(
+                report,
+                outbox.run("PostgreSQL", postgres, redis_at, outbox_sizes)
+                + outbox.run("SQLite", sqlite, redis_at, outbox_sizes),
+            )
     report.line(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
     report.save()
     lost = [r for r in runs + growth if r.name.startswith(EXT) and r.lost]
@@ -164,6 +175,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--events", type=int, default=1_000_000, help="segments: generated events"
+    )
+    parser.add_argument(
+        "--outbox-sizes",
+        default="1000,100000,1000000",
+        help="outbox: deliveries already in the outbox",
     )
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(

@@ -13,6 +13,7 @@ from .inbound.cli import register as _register_inbound
 from .outbound import fallback
 from .outbound import kick
 from .outbound import log
+from .outbound import retention
 from .outbound import sender
 from .state import get_state
 
@@ -124,6 +125,35 @@ def _describe_scheduler(active: bool | None) -> str:
     return (
         "NOT RUNNING: retries after a backoff and the periodic sweep wait for a"
         " `flask refiner-segment worker` (or `rq worker --with-scheduler`)"
+    )
+
+
+@cli.command()
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Age in days (default: REFINER_SEGMENT_DELIVERY_RETENTION_DAYS).",
+)
+@_workspace_option
+def prune(days: int | None, workspace_id: str | None) -> None:
+    """Delete sent, failed and skipped deliveries older than DAYS, in batches.
+
+    Pending and sending deliveries are kept; user segments do not change.
+    """
+    state = get_state()
+    if days is None and state.config.delivery_retention_days is None:
+        raise click.UsageError(
+            "REFINER_SEGMENT_DELIVERY_RETENTION_DAYS is None (keep forever):"
+            " pass --days to prune."
+        )
+    result = retention.prune(state, days, workspace_id=workspace_id)
+    age = days if days is not None else state.config.delivery_retention_days
+    detail = ", ".join(f"{result.by_status.get(s, 0)} {s}" for s in retention.FINISHED)
+    where = f" in workspace {workspace_id!r}" if workspace_id is not None else ""
+    click.echo(
+        f"Removed {result.total} deliveries older than {age} days{where}"
+        f" ({detail}) in {result.batches} batch(es)."
     )
 
 

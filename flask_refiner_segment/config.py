@@ -75,6 +75,9 @@ DEFAULTS: dict[str, t.Any] = {
         "frame-ancestors 'self'; form-action 'self'; base-uri 'self'; object-src 'none'"
     ),
     "EVENT_RETENTION_DAYS": 365,
+    # Sent, failed and skipped deliveries are pruned this many days after their
+    # last change (by the periodic sweep and `prune`); None keeps them forever.
+    "DELIVERY_RETENTION_DAYS": 30,
 }
 
 
@@ -116,6 +119,7 @@ class Config:
     allow_private_hosts: bool
     content_security_policy: str
     event_retention_days: int
+    delivery_retention_days: int | None
     secret_key: str | None
 
 

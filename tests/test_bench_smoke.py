@@ -4,7 +4,8 @@ What is asserted is what must hold at any speed: every part ran, the extension
 lost nothing, the stand-in received every message of the baseline run that
 has room for them, the inbound runs stored events without errors, and every
 segment shape was counted on both databases with the same answers (the data is
-generated from the same seed on each).
+generated from the same seed on each); the outbox part claimed full batches
+at every size on both databases and pruned every old sent row.
 """
 
 from __future__ import annotations
@@ -82,3 +83,17 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
         assert pg["sampled_members"] == lite["sampled_members"], shape
     assert by_db["SQLite"]["trait eq (plan = pro)"]["members"] > 0
     assert "| database | segment shape |" in run.stdout
+
+    outbox = data["outbox"]
+    assert [(r["database"], r["rows"]) for r in outbox] == [
+        ("PostgreSQL", 1000),
+        ("PostgreSQL", 3000),
+        ("SQLite", 1000),
+        ("SQLite", 3000),
+    ]
+    for result in outbox:
+        assert set(result["claimed"]) == {500}, result
+        assert result["pruned"] == result["rows"] - 500, result
+        assert result["claim_ms"] > 0 and result["prune_rows_per_s"] > 0, result
+    assert "LockRows" in outbox[1]["plan"]  # the claim's plan, on PostgreSQL
+    assert "| database | rows | claim ms |" in run.stdout

@@ -134,3 +134,56 @@ def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
     assert statuses(app) == {"sent": 10}
     # The killed batch may have reached Segment too: same messageIds, deduplicated.
     assert len(set(segment.message_ids())) == 30
+
+
+def test_prune_prints_what_it_removed(app, cli_env):
+    from .test_retention import OLD
+    from .test_retention import YOUNG
+    from .test_retention import insert_data
+    from .test_retention import remaining
+    from .test_retention import row
+
+    insert_data(
+        app,
+        {},
+        deliveries=[
+            row(1, "sent", OLD),
+            row(2, "failed", OLD),
+            row(3, "pending", OLD),
+            row(4, "sent", YOUNG),
+            row(5, "sent", OLD, workspace_id="tenant-b"),
+        ],
+    )
+    cmd = ["refiner-segment", "prune"]
+    out = flask_cli([*cmd, "--workspace", "default"], cli_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (
+        "Removed 2 deliveries older than 30 days in workspace 'default'"
+        " (1 sent, 1 failed, 0 skipped) in 1 batch(es).\n"
+    )
+    out = flask_cli([*cmd, "--days", "1"], cli_env)
+    assert out.returncode == 0, out.stderr
+    assert "Removed 2 deliveries older than 1 days (2 sent," in out.stdout
+    assert remaining(app) == [("default", "r3")]
+    huge = flask_cli(["refiner-segment", "prune", "--days", "999999999"], cli_env)
+    assert huge.returncode == 0, huge.stderr
+    assert "Removed 0 deliveries older than 999999999 days" in huge.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--days", "-1"], {}, "Invalid value for '--days': -1 is not in the range"),
+        (["--days", "soon"], {}, "Invalid value for '--days': 'soon' is not"),
+        (
+            [],
+            {"REFINER_SEGMENT_DELIVERY_RETENTION_DAYS": "null"},
+            "REFINER_SEGMENT_DELIVERY_RETENTION_DAYS is None (keep forever)",
+        ),
+    ],
+)
+def test_prune_refuses_bad_input_clearly(app, cli_env, args, env, message):
+    out = flask_cli(["refiner-segment", "prune", *args], {**cli_env, **env})
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -9,6 +9,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_refiner_segment.core.completion import canonical_json
 from flask_refiner_segment.core.completion import completion_nps_score
 from flask_refiner_segment.segments import service as api
 from flask_refiner_segment.segments.rules import SegmentRuleError
@@ -63,6 +64,7 @@ def insert_data(
     memberships: list[tuple[str, str]] = (),  # type: ignore[assignment]
     events: list[tuple[str, str, dict, dt.datetime]] = (),  # type: ignore[assignment]
     deliveries: list[dict[str, t.Any]] = (),  # type: ignore[assignment]
+    responses: list[dict[str, t.Any]] = (),  # type: ignore[assignment]
 ) -> None:
     """Insert rows as the inbound route stores them (Core, fast)."""
     from flask_refiner_segment.state import EXTENSION_KEY
@@ -170,18 +172,21 @@ def insert_data(
             conn.execute(
                 sa.insert(state.tables.outbound.Delivery.__table__), deliveries
             )
+        if responses:
+            conn.execute(
+                sa.insert(state.tables.outbound.SurveyResponse.__table__), responses
+            )
 
 
-def delivery(
+def _payload(
     user_id: str,
     survey_id: str,
     answers: dict,
-    *,
     response_id: str,
-    created_at: dt.datetime = NOW,
-    status: str = "sent",
+    created_at: dt.datetime,
 ) -> dict[str, t.Any]:
-    payload = {
+    """A normalized completion, as the receiver records it."""
+    return {
         "user_id": user_id,
         "survey": {
             "id": survey_id,
@@ -205,6 +210,19 @@ def delivery(
         "account": None,
         "user_traits": {},
     }
+
+
+def delivery(
+    user_id: str,
+    survey_id: str,
+    answers: dict,
+    *,
+    response_id: str,
+    created_at: dt.datetime = NOW,
+    status: str = "sent",
+) -> dict[str, t.Any]:
+    """A delivery row of one completion, as the receiver inserts it."""
+    payload = _payload(user_id, survey_id, answers, response_id, created_at)
     return {
         "workspace_id": WS,
         "response_id": response_id,
@@ -217,6 +235,30 @@ def delivery(
         "attempts": 1,
         "created_at": created_at,
         "updated_at": created_at,
+    }
+
+
+def response(
+    user_id: str,
+    survey_id: str,
+    answers: dict,
+    *,
+    response_id: str,
+    created_at: dt.datetime = NOW,
+    updated_at: dt.datetime | None = None,
+) -> dict[str, t.Any]:
+    """The ``refiner_segment_response`` row of a completion's latest content."""
+    payload = _payload(user_id, survey_id, answers, response_id, created_at)
+    return {
+        "workspace_id": WS,
+        "response_id": response_id,
+        "survey_id": survey_id,
+        "user_id": user_id,
+        "content_hash": response_id.ljust(64, "0")[:64],
+        "answers": canonical_json(answers),
+        "nps_score": completion_nps_score(payload),
+        "created_at": created_at,
+        "updated_at": updated_at or created_at,
     }
 
 
@@ -479,38 +521,49 @@ def test_event_counts_within_days_and_where(seg_app: Flask) -> None:
     ) == ["u1", "u2"]
 
 
-def test_survey_conditions_use_latest_delivered_answer(seg_app: Flask) -> None:
+def test_survey_conditions_use_latest_recorded_answer(seg_app: Flask) -> None:
     t0 = NOW - dt.timedelta(days=10)
+    later = NOW + dt.timedelta(hours=2)
     insert_data(
         seg_app,
-        {"u1": {}, "u2": {}, "u3": {}, "u4": {}},
-        deliveries=[
-            delivery("u1", "nps", {"how_likely": 3}, response_id="r1", created_at=t0),
-            delivery("u1", "nps", {"how_likely": 10}, response_id="r2", created_at=NOW),
-            delivery("u2", "nps", {"how_likely": 10}, response_id="r3", created_at=t0),
-            delivery("u2", "nps", {"how_likely": 6}, response_id="r4", created_at=NOW),
-            delivery(
-                "u3", "nps", {"how_likely": 10}, response_id="r5", status="failed"
-            ),
-            delivery(
+        {"u1": {}, "u2": {}, "u3": {}, "u4": {}, "u5": {}},
+        responses=[
+            response("u1", "nps", {"how_likely": 3}, response_id="r1", created_at=t0),
+            response("u1", "nps", {"how_likely": 10}, response_id="r2", created_at=NOW),
+            response("u2", "nps", {"how_likely": 10}, response_id="r3", created_at=t0),
+            response("u2", "nps", {"how_likely": 6}, response_id="r4", created_at=NOW),
+            # u3's delivery failed at Segment: u3 completed the survey all the same.
+            response("u3", "nps", {"how_likely": 10}, response_id="r5"),
+            response(
                 "u3",
                 "onboarding",
                 {"role": "Engineer", "tools": ["Jira"]},
                 response_id="r6",
-                status="pending",
             ),
-            delivery("u4", "onboarding", {"role": "Designer"}, response_id="r7"),
+            response("u4", "onboarding", {"role": "Designer"}, response_id="r7"),
             # a later response to the survey without that answer keeps the older one
-            delivery(
+            response(
                 "u4",
                 "onboarding",
                 {"other": 1},
                 response_id="r8",
                 created_at=NOW + dt.timedelta(hours=1),
             ),
+            # Latest by when the content was recorded, not by when the response
+            # was first seen: r10, created first, was edited last (2 -> 9).
+            response("u5", "nps", {"how_likely": 2}, response_id="r9", created_at=NOW),
+            response(
+                "u5",
+                "nps",
+                {"how_likely": 9},
+                response_id="r10",
+                created_at=t0,
+                updated_at=later,
+            ),
         ],
     )
-    assert members(seg_app, cond("survey_completed", survey_id="nps")) == ["u1", "u2"]
+    completed_nps = cond("survey_completed", survey_id="nps")
+    assert members(seg_app, completed_nps) == ["u1", "u2", "u3", "u5"]
     assert members(seg_app, cond("survey_completed", survey_id="onboarding")) == [
         "u3",
         "u4",
@@ -518,7 +571,7 @@ def test_survey_conditions_use_latest_delivered_answer(seg_app: Flask) -> None:
     assert members(
         seg_app,
         cond("answer", survey_id="nps", question="how_likely", op="gte", value=9),
-    ) == ["u1"]
+    ) == ["u1", "u3", "u5"]
     assert members(
         seg_app,
         cond("answer", survey_id="nps", question="how_likely", op="lte", value=6),
@@ -536,14 +589,35 @@ def test_survey_conditions_use_latest_delivered_answer(seg_app: Flask) -> None:
     assert members(
         seg_app,
         cond("answer", survey_id="onboarding", question="role", op="not_exists"),
-    ) == ["u1", "u2"]
-    # Latest NPS group: u1 went 3 -> 10, u2 went 10 -> 6; u3's only score failed.
-    assert members(seg_app, cond("nps_group", value="promoter")) == ["u1"]
+    ) == ["u1", "u2", "u5"]
+    assert members(
+        seg_app,
+        cond("answer", survey_id="onboarding", question="tools", op="exists"),
+    ) == ["u3"]
+    # Latest NPS group: u1 went 3 -> 10, u2 went 10 -> 6, u5's latest is 9.
+    assert members(seg_app, cond("nps_group", value="promoter")) == ["u1", "u3", "u5"]
     assert members(seg_app, cond("nps_group", value="detractor")) == ["u2"]
     assert members(seg_app, cond("nps_group", value="passive")) == []
     only_nps = cond("nps_group", value="promoter", survey_id="nps")
-    assert members(seg_app, only_nps) == ["u1"]
+    assert members(seg_app, only_nps) == ["u1", "u3", "u5"]
     assert members(seg_app, cond("nps_group", value="promoter", survey_id="x")) == []
+
+
+def test_survey_conditions_ignore_deliveries(seg_app: Flask) -> None:
+    """Deliveries without a response row (pruned or not) count for nothing."""
+    insert_data(
+        seg_app,
+        {"u1": {}, "u2": {}},
+        deliveries=[delivery("u1", "nps", {"how_likely": 10}, response_id="r1")],
+        responses=[response("u2", "nps", {"how_likely": 10}, response_id="r2")],
+    )
+    for rules in (
+        cond("survey_completed", survey_id="nps"),
+        cond("answer", survey_id="nps", question="how_likely", op="exists"),
+        cond("answer", survey_id="nps", question="how_likely", op="eq", value=10),
+        cond("nps_group", value="promoter"),
+    ):
+        assert members(seg_app, rules) == ["u2"], rules
 
 
 def test_api_crud_is_member_count_members(seg_app: Flask) -> None:

@@ -8,6 +8,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_refiner_segment.core.completion import canonical_json
 from flask_refiner_segment.segments import service as api
 from flask_refiner_segment.state import EXTENSION_KEY
 from hypothesis import HealthCheck
@@ -16,6 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from .inbound_support import close_app
+from .test_segments import WS
 from .test_segments import insert_data
 from .test_segments import make_seg_app
 
@@ -71,7 +73,34 @@ event_cond = st.builds(
         st.builds(lambda ov: {"key": "total", "op": ov[0], "value": ov[1]}, op_value()),
     ),
 )
-leaf = st.one_of(value_cond("trait"), value_cond("account_trait"), event_cond)
+SURVEYS = ["s1", "s2"]
+QUESTIONS = ["q1", "q2", "a.b"]
+survey_cond = st.one_of(
+    st.builds(
+        lambda s: {"kind": "survey_completed", "survey_id": s},
+        st.sampled_from(SURVEYS),
+    ),
+    st.builds(
+        lambda s, q, ov: {
+            "kind": "answer",
+            "survey_id": s,
+            "question": q,
+            "op": ov[0],
+            "value": ov[1],
+        },
+        st.sampled_from(SURVEYS),
+        st.sampled_from(QUESTIONS),
+        op_value(),
+    ),
+    st.builds(
+        lambda v, s: {"kind": "nps_group", "value": v, "survey_id": s},
+        st.sampled_from(["promoter", "passive", "detractor"]),
+        st.sampled_from([None, *SURVEYS]),
+    ),
+)
+leaf = st.one_of(
+    value_cond("trait"), value_cond("account_trait"), event_cond, survey_cond
+)
 group = st.builds(
     lambda m, cs: {"match": m, "conditions": cs},
     st.sampled_from(["all", "any"]),
@@ -91,6 +120,19 @@ events_st = st.lists(
         st.sampled_from([1, 10, 40]),
     ),
     max_size=15,
+)
+#: Responses: (user, survey, answers, NPS score, minutes after the first one
+#: that the content was recorded). Listed in id order, so that ties in time go
+#: to the later one.
+responses_st = st.lists(
+    st.tuples(
+        st.integers(0, 5),
+        st.sampled_from(SURVEYS),
+        st.dictionaries(st.sampled_from(QUESTIONS), scalar, max_size=3),
+        st.one_of(st.none(), st.integers(0, 10)),
+        st.integers(0, 3),
+    ),
+    max_size=10,
 )
 
 
@@ -152,6 +194,8 @@ def ref_cond(c: dict, user: str, data: dict) -> bool:
         return ref_value(
             lookup(data["profiles"][user], c["key"]), c["op"], c.get("value")
         )
+    if c["kind"] in ("survey_completed", "answer", "nps_group"):
+        return ref_survey(c, user, data)
     if c["kind"] == "account_trait":
         vals = [
             lookup(data["accounts"][g], c["key"])
@@ -174,6 +218,39 @@ def ref_cond(c: dict, user: str, data: dict) -> bool:
             continue
         n += 1
     return n >= c["count"] if c["op"] == "at_least" else n <= c["count"]
+
+
+def ref_survey(c: dict, user: str, data: dict) -> bool:
+    """Survey conditions read each response's latest recorded content; the
+    newest is the latest ``updated_at``, then the highest id (list order)."""
+    mine = [
+        (minutes, i, survey, answers, nps)
+        for i, (u, survey, answers, nps, minutes) in enumerate(data["responses"])
+        if u == user
+    ]
+    newest_first = sorted(mine, reverse=True)
+    if c["kind"] == "survey_completed":
+        return any(r[2] == c["survey_id"] for r in mine)
+    if c["kind"] == "nps_group":
+        scores = [
+            r[4]
+            for r in newest_first
+            if r[4] is not None and c["survey_id"] in (None, r[2])
+        ]
+        low, high = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}[
+            c["value"]
+        ]
+        return bool(scores) and low <= scores[0] <= high
+    answered = [
+        r[3][c["question"]]
+        for r in newest_first
+        if r[2] == c["survey_id"] and r[3].get(c["question"]) is not None
+    ]
+    if c["op"] == "exists":
+        return bool(answered)
+    if c["op"] == "not_exists":
+        return not answered
+    return bool(answered) and ref_value(answered[0], c["op"], c.get("value"))
 
 
 def ref_group(g: dict, user: str, data: dict) -> bool:
@@ -202,6 +279,7 @@ def _clear(app: Flask) -> None:
             m.AccountTrait,
             m.Membership,
             m.Event,
+            state.tables.outbound.SurveyResponse,
         ):
             conn.execute(sa.delete(model.__table__))
 
@@ -216,6 +294,7 @@ def _clear(app: Flask) -> None:
     accounts=st.lists(traits, min_size=2, max_size=2),
     memberships=st.sets(st.tuples(st.integers(0, 5), st.integers(0, 1))),
     events=events_st,
+    responses=responses_st,
     rules=st.lists(rules_st, min_size=3, max_size=3),
 )
 def test_sql_matches_python_reference(
@@ -224,6 +303,7 @@ def test_sql_matches_python_reference(
     accounts: list,
     memberships: set,
     events: list,
+    responses: list,
     rules: list,
 ) -> None:
     _clear(prop_app)
@@ -234,6 +314,7 @@ def test_sql_matches_python_reference(
         "accounts": {f"a{i}": tr for i, tr in enumerate(accounts)},
         "memberships": [(f"u{u}", f"a{g}") for u, g in memberships if f"u{u}" in users],
         "events": [(f"u{u}", n, p, d) for u, n, p, d in events if f"u{u}" in users],
+        "responses": [(f"u{u}", *rest) for u, *rest in responses],
     }
     insert_data(
         prop_app,
@@ -243,6 +324,21 @@ def test_sql_matches_python_reference(
         events=[
             (u, n, p, now - dt.timedelta(days=d, hours=-1 if d < 7 else 1))
             for u, n, p, d in data["events"]
+        ],
+        responses=[
+            {
+                "id": i + 1,
+                "workspace_id": WS,
+                "response_id": f"r{i}",
+                "survey_id": survey,
+                "user_id": u,
+                "content_hash": "0" * 64,
+                "answers": canonical_json(answers),
+                "nps_score": nps,
+                "created_at": now,
+                "updated_at": now + dt.timedelta(minutes=minutes),
+            }
+            for i, (u, survey, answers, nps, minutes) in enumerate(data["responses"])
         ],
     )
     with prop_app.app_context():

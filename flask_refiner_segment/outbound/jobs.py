@@ -21,6 +21,7 @@ from ..state import State
 from ..state import get_state
 from . import fallback
 from . import kick
+from . import retention
 from .sender import Drain
 
 
@@ -93,11 +94,14 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
 
 
 def sweep() -> dict[str, int]:
-    """Periodic recovery: release expired leases, kick workspaces, reschedule."""
+    """Periodic recovery: release expired leases, kick workspaces, reschedule;
+    then prune a bounded share of the deliveries past their retention."""
     with _app().app_context():
         state = get_state()
         try:
-            return kick.requeue(state, reset_kicks=False)
+            result = kick.requeue(state, reset_kicks=False)
         finally:
             # Even when the database is down: the next sweep must come.
             kick.schedule_sweep(state, _job_queue(state), force=True)
+        result["pruned"] = retention.prune_some(state).total
+        return result

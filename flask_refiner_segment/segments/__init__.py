@@ -1,4 +1,4 @@
-"""User segments: saved rules over inbound data and delivered survey answers.
+"""User segments: saved rules over inbound data and recorded survey answers.
 
 The flow: :mod:`.rules` (validation) → :mod:`.compile` (one SQL query) →
 :mod:`.service` (saved segments, membership); :mod:`.views` is the page. The

@@ -14,10 +14,15 @@ Semantics (the Python reference in tests/test_segments_property.py mirrors them)
   (``not_exists``: none of them has the trait).
 - ``event``: count of the user's events of that name (within the last D days,
   with the property condition) ``>= N`` (at_least) or ``<= N`` (at_most).
-- ``survey_completed`` / ``answer`` read deliveries whose status is one of
-  :data:`ACCEPTED_STATUSES` (the extension accepted the completion; skipped
-  ones have no payload). ``answer`` compares the latest answered delivery for
-  that user and survey (latest by ``created_at``, then ``id``).
+- ``survey_completed``, ``answer`` and ``nps_group`` read the latest recorded
+  content of each response (``refiner_segment_response``: one row per accepted
+  response, whatever became of its delivery), never the deliveries, so pruning
+  deliveries changes no membership. ``survey_completed``: the user has a
+  response to that survey. ``answer`` compares the latest response of that user
+  and survey that answered the question (latest by ``updated_at``, then
+  ``id``); ``exists`` / ``not_exists``: some / no response answered it.
+  ``nps_group``: the group of the latest response with an NPS score (of any
+  survey, or of ``survey_id``).
 """
 
 from __future__ import annotations
@@ -29,8 +34,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..tables.base import utcnow
-
-ACCEPTED_STATUSES = ("pending", "sending", "sent")
 
 _SQLITE_TYPES = {
     "string": ("text",),
@@ -154,14 +157,14 @@ class Compiler:
     def __init__(
         self,
         inbound: t.Any,
-        delivery: t.Any,
+        response: t.Any,
         dialect: str,
         workspace_id: str,
         now: dt.datetime | None = None,
     ) -> None:
         self.m = inbound
-        self.delivery = (
-            delivery.__table__ if hasattr(delivery, "__table__") else delivery
+        self.response = (
+            response.__table__ if hasattr(response, "__table__") else response
         )
         self.dialect = "postgresql" if dialect == "postgresql" else "sqlite"
         self.ws = workspace_id
@@ -273,65 +276,58 @@ class Compiler:
         )
         return sa.select(sa.func.count()).select_from(limited).scalar_subquery() <= n
 
-    def _deliveries(self, survey_id: str, subject: t.Any) -> tuple[t.Any, list[t.Any]]:
-        d = self.delivery.alias()
-        return d, [
-            d.c.workspace_id == self.ws,
-            d.c.user_id == subject,
-            d.c.survey_id == survey_id,
-            d.c.status.in_(ACCEPTED_STATUSES),
-            d.c.payload.is_not(None),
-        ]
+    def _responses(
+        self, subject: t.Any, survey_id: str | None
+    ) -> tuple[t.Any, list[t.Any]]:
+        """An alias of the response table and the conditions that scope it to
+        ``subject`` (and ``survey_id``): the prefix of its user index."""
+        r = self.response.alias()
+        conds = [r.c.workspace_id == self.ws, r.c.user_id == subject]
+        if survey_id is not None:
+            conds.append(r.c.survey_id == survey_id)
+        return r, conds
 
-    def _latest(self, d: t.Any, column: t.Any, conds: list[t.Any]) -> t.Any:
-        """``column`` of the newest delivery of ``d`` that meets ``conds``."""
+    def _latest(self, r: t.Any, column: t.Any, conds: list[t.Any]) -> t.Any:
+        """``column`` of the newest response of ``r`` that meets ``conds``."""
         return (
             sa.select(column)
             .where(*conds)
-            .order_by(d.c.created_at.desc(), d.c.id.desc())
+            .order_by(r.c.updated_at.desc(), r.c.id.desc())
             .limit(1)
             .correlate(self.profile)
             .scalar_subquery()
         )
 
     def _survey_completed(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
-        d, conds = self._deliveries(c["survey_id"], subject)
-        return sa.select(sa.literal(1)).select_from(d).where(*conds).exists()
+        r, conds = self._responses(subject, c["survey_id"])
+        return sa.select(sa.literal(1)).select_from(r).where(*conds).exists()
 
     def _answer(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
-        d, conds = self._deliveries(c["survey_id"], subject)
-        path = ["response", "answers", c["question"]]
-        v = _Val(self.dialect, col=self._json(d.c.payload), path=path)
-        answered = conds + [v.present()]
+        r, conds = self._responses(subject, c["survey_id"])
+        v = _Val(self.dialect, col=self._json(r.c.answers), path=[c["question"]])
+        answered = conds + [r.c.answers.is_not(None), v.present()]
         if c["op"] in ("exists", "not_exists"):
-            ex = sa.select(sa.literal(1)).select_from(d).where(*answered).exists()
+            ex = sa.select(sa.literal(1)).select_from(r).where(*answered).exists()
             return sa.not_(ex) if c["op"] == "not_exists" else ex
-        latest = self._latest(d, d.c.id, answered)
-        d2 = self.delivery.alias()
-        v2 = _Val(self.dialect, col=self._json(d2.c.payload), path=path)
+        latest = self._latest(r, r.c.id, answered)
+        r2 = self.response.alias()
+        v2 = _Val(self.dialect, col=self._json(r2.c.answers), path=[c["question"]])
         return (
             sa.select(sa.literal(1))
-            .select_from(d2)
-            .where(d2.c.id == latest, value_predicate(v2, c["op"], c.get("value")))
+            .select_from(r2)
+            .where(r2.c.id == latest, value_predicate(v2, c["op"], c.get("value")))
             .exists()
         )
 
     def _nps_group(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
-        """The latest delivered NPS score (of any survey, or of ``survey_id``)."""
-        d = self.delivery.alias()
-        conds = [
-            d.c.workspace_id == self.ws,
-            d.c.user_id == subject,
-            d.c.status.in_(ACCEPTED_STATUSES),
-            d.c.nps_score.is_not(None),
-        ]
-        if c.get("survey_id"):
-            conds.append(d.c.survey_id == c["survey_id"])
-        latest = self._latest(d, d.c.nps_score, conds)
+        """The latest recorded NPS score (of any survey, or of ``survey_id``)."""
+        r, conds = self._responses(subject, c.get("survey_id") or None)
+        latest = self._latest(r, r.c.nps_score, conds + [r.c.nps_score.is_not(None)])
         low, high = {"promoter": (9, 10), "passive": (7, 8), "detractor": (0, 6)}[
             c["value"]
         ]
-        return latest.between(low, high)
+        # IN, not BETWEEN: BETWEEN repeats the subquery for its second bound.
+        return latest.in_(list(range(low, high + 1)))
 
     def condition(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
         if "kind" not in c:

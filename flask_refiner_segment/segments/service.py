@@ -85,7 +85,7 @@ def members_query(workspace_id: str | None, rules: Rules) -> sa.Select[t.Any]:
     validate_rules(rules)
     return Compiler(
         state.tables.inbound,
-        state.tables.outbound.Delivery,
+        state.tables.outbound.SurveyResponse,
         state.db.engine.dialect.name,
         state.workspace(workspace_id),
     ).members_query(rules)
