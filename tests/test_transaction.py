@@ -161,11 +161,13 @@ def test_nested_host_savepoints(host, segment, redis_url):
         with host.db.session.begin_nested():
             host.note()
             host.signal(1)
+        assert host.queued() == 0  # a released savepoint is not the commit
         savepoint = host.db.session.begin_nested()
         host.note()
         host.signal(2)
         savepoint.rollback()  # takes completion 2 with it
         host.db.session.commit()
+        assert host.queued() == 1
     assert host.notes() == 2
     assert [r.response_id for r in deliveries(host.app)] == ["r-1"]
     run_worker(host.app, redis_url)

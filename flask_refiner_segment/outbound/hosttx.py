@@ -110,6 +110,10 @@ def _do_orm_execute(execute_state: orm.ORMExecuteState) -> None:
 
 
 def _after_commit(session: orm.Session) -> None:
+    if session.in_nested_transaction():
+        # SQLAlchemy signals the release of a SAVEPOINT as a commit too: the
+        # host's transaction is still open, its rows not durable yet.
+        return
     kicks: dict[tuple[int, str], State] = session.info.pop(KICKS, {})
     for (_, workspace_id), state in kicks.items():
         try:
