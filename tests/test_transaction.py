@@ -49,6 +49,19 @@ class Host:
         state = self.app.extensions["refiner_segment"]
         return len(Queue(state.config.queue, connection=self.redis))
 
+    def explain(self, caplog: pytest.LogCaptureFixture) -> str:
+        """What Redis and the outbox hold, for an assertion's message."""
+        state = self.app.extensions["refiner_segment"]
+        queue = Queue(state.config.queue, connection=self.redis)
+        registries = {
+            name: getattr(queue, f"{name}_job_registry").get_job_ids()
+            for name in ("started", "finished", "failed", "scheduled", "deferred")
+        }
+        rows = [(r.response_id, r.status, r.reason) for r in deliveries(self.app)]
+        keys = sorted(k.decode() for k in self.redis.keys("*"))
+        logged = [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
+        return f"deliveries={rows} {registries=} redis keys={keys} {logged=}"
+
     def responses(self) -> list[t.Any]:
         state = self.app.extensions["refiner_segment"]
         table = state.tables.outbound.SurveyResponse.__table__
@@ -71,7 +84,9 @@ def host(app: Flask, redis_conn: t.Any) -> Host:
 
 
 @pytest.mark.parametrize("flush", [True, False], ids=["flushed", "pending"])
-def test_commit_records_with_the_host_and_kicks_after(host, segment, redis_url, flush):
+def test_commit_records_with_the_host_and_kicks_after(
+    host, segment, redis_url, flush, caplog
+):
     with host.app.test_request_context():
         host.note()
         if flush:
@@ -80,7 +95,7 @@ def test_commit_records_with_the_host_and_kicks_after(host, segment, redis_url, 
         assert host.notes() == 0 and deliveries(host.app) == []  # not committed
         assert host.queued() == 0  # the kick waits for the commit
         host.db.session.commit()
-        assert host.queued() == 1
+        assert host.queued() == 1, host.explain(caplog)
     assert host.notes() == 1
     assert [r.status for r in deliveries(host.app)] == ["pending"]
     assert len(host.responses()) == 1
@@ -155,7 +170,7 @@ def test_database_error_in_our_statement_keeps_the_host_s_and_the_completion(
     assert len(segment.message_ids()) == 3
 
 
-def test_nested_host_savepoints(host, segment, redis_url):
+def test_nested_host_savepoints(host, segment, redis_url, caplog):
     with host.app.test_request_context():
         host.note()
         with host.db.session.begin_nested():
@@ -167,7 +182,7 @@ def test_nested_host_savepoints(host, segment, redis_url):
         host.signal(2)
         savepoint.rollback()  # takes completion 2 with it
         host.db.session.commit()
-        assert host.queued() == 1
+        assert host.queued() == 1, host.explain(caplog)
     assert host.notes() == 2
     assert [r.response_id for r in deliveries(host.app)] == ["r-1"]
     run_worker(host.app, redis_url)
