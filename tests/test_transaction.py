@@ -6,6 +6,7 @@ and PostgreSQL, with a real worker and the Segment stand-in."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import typing as t
 import uuid
 
@@ -13,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment.outbound import fallback
+from flask_refiner_segment.outbound import hosttx
 from rq import Queue
 from sqlalchemy import orm
 
@@ -207,3 +209,25 @@ def test_text_dml_joins_and_a_read_only_transaction_does_not(host):
         host.signal(3)  # after the commit: its own transaction
         host.db.session.rollback()
     assert [r.response_id for r in deliveries(host.app)] == ["r-2", "r-3"]
+
+
+def test_every_new_session_factory_is_listened_to():
+    """An app factory makes a ``db.session`` per app; a new one often lands at
+    the address of one already collected, which SQLAlchemy's listener registry
+    (keyed by ``id``) still remembers: each must get the listeners anyway."""
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+    addresses = set()
+    for _ in range(20):
+        factory = orm.scoped_session(orm.sessionmaker(engine))
+        addresses.add(id(factory))
+        hosttx.install(factory)
+        session = factory()
+        session.execute(sa.text("INSERT INTO t VALUES (1)"))
+        assert session.info.get(hosttx.WROTE) is True
+        factory.remove()
+        del factory, session
+        gc.collect()
+    assert len(addresses) < 20  # the case above did happen
+    engine.dispose()

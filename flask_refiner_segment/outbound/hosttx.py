@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import typing as t
+import weakref
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -38,14 +39,21 @@ logger = logging.getLogger("flask_refiner_segment")
 WROTE = "refiner_segment.wrote"
 KICKS = "refiner_segment.kicks"
 
+#: The session factories listened to. Not ``event.contains``: SQLAlchemy's
+#: registry keys listeners by ``id(target)`` and keeps the key after the target
+#: is gone, so a new factory at a freed address (an app factory building a
+#: ``SQLAlchemy()`` per app, as test suites do) looked listened to and was not.
+_installed: weakref.WeakSet[t.Any] = weakref.WeakSet()
+
 _DML = re.compile(r"\s*(insert|update|delete|merge|replace|upsert)\b", re.IGNORECASE)
 
 
 def install(session: t.Any) -> None:
     """Listen to the events of ``session`` (``db.session``, a scoped_session,
     or a sessionmaker); call once per session factory."""
-    if event.contains(session, "after_commit", _after_commit):
+    if session in _installed:
         return
+    _installed.add(session)
     event.listen(session, "after_flush", _after_flush)
     event.listen(session, "do_orm_execute", _do_orm_execute)
     event.listen(session, "after_commit", _after_commit)
