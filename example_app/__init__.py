@@ -1,4 +1,4 @@
-"""The example survey app (``flask --app example_app run``, ``python -m example_app``)."""
+"""The example survey app: ``flask --app example_app run`` finds ``create_app``."""
 
 from .app import create_app
 
