@@ -19,6 +19,7 @@ from .test_pages_fuzz import hostile
 from .test_pages_fuzz import no_500
 from .test_pages_fuzz import post_form
 from .test_segments import insert_data
+from .test_segments import seg_app  # noqa: F401 - a fixture
 from .test_segments_property import rules_st
 from .test_segments_views import allow
 from .test_segments_views import page_app  # noqa: F401 - a fixture
@@ -197,11 +198,13 @@ def test_rules_the_rows_cannot_show_open_as_json(page_app: Flask) -> None:  # no
     assert 'id="json-note"' in html and "where" in html
 
 
-def test_live_preview_answers_counts_and_row_errors(page_app: Flask) -> None:  # noqa: F811
-    allow(page_app)
-    insert_data(page_app, {"u1": {"plan": "pro"}, "u2": {"plan": "pro"}, "u3": {}})
-    client = page_app.test_client()
-    html = client.get(page_app.url + "/new").text
+def test_live_preview_answers_counts_and_row_errors(seg_app: Flask) -> None:  # noqa: F811
+    """On SQLite and PostgreSQL: the preview runs the rows' SQL."""
+    allow(seg_app)
+    insert_data(seg_app, {"u1": {"plan": "pro"}, "u2": {"plan": "pro"}, "u3": {}})
+    url = "/integrations/segment/segments"
+    client = seg_app.test_client()
+    html = client.get(url + "/new").text
     fields = {"csrf_token": token(html), "editor": "builder", "match": "all"}
     fields |= {
         "c-0-kind": "trait",
@@ -209,11 +212,11 @@ def test_live_preview_answers_counts_and_row_errors(page_app: Flask) -> None:  #
         "c-0-op": "eq",
         "c-0-value": "pro",
     }
-    data = client.post(page_app.url + "/preview", data=fields).get_json()
+    data = client.post(url + "/preview", data=fields).get_json()
     assert data["count"] == 2 and data["sample"] == ["u1", "u2"]
     assert '"plan"' in data["rules"]
     fields |= {"c-1-kind": "trait", "c-1-key": "", "c-1-op": "gt", "c-1-value": "x"}
-    response = client.post(page_app.url + "/preview", data=fields)
+    response = client.post(url + "/preview", data=fields)
     assert response.status_code == 400
     assert list(response.get_json()["errors"]) == ["1"]
     assert len(response.get_json()["errors"]["1"]) == 2
