@@ -259,7 +259,7 @@ def _row(c: dict[str, t.Any]) -> Row:
     if kind == "nps_group":
         survey = c.get("survey_id") or ""
         return Row(id="", kind=kind, survey=survey, op="", value=c["value"])
-    value = c.get("value")
+    value: t.Any = c.get("value")
     if c["op"] == "in":
         items = [show_value(v) for v in value]
         if any("," in v for v in items):
