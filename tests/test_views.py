@@ -779,3 +779,18 @@ def test_a_host_policy_wins_and_can_be_configured(
     assert hosted.test_client().get(URL).headers["Content-Security-Policy"] == (
         "frame-ancestors 'none'"
     )
+
+
+def test_next_attempt_has_its_date_and_zone(
+    page_app: Flask, segment: t.Any, redis_url: str
+) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, write_key=KEY))
+    segment.set_fault(status=503)  # retried later: pending, in backoff
+    send_completion(page_app, 1)
+    run_worker(page_app, redis_url)
+    html = client.get(URL).get_data(as_text=True)
+    assert re.search(r'id="count-pending">1<', html), html[-3000:]
+    assert re.search(r"next attempt \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", html), html[
+        -3000:
+    ]
