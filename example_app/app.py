@@ -94,7 +94,14 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
                 POWER_EXPORTERS["name"], POWER_EXPORTERS["rules"]
             )
 
-    standin = SegmentStandIn()
+    prefix = app.config["REFINER_SEGMENT_URL_PREFIX"]
+    standin = SegmentStandIn(
+        links={
+            "← Survey app": "/",
+            "Segment settings": prefix + "/",
+            "User segments": prefix + "/segments/",
+        }
+    )
     app.extensions["segment_standin"] = standin
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, {STANDIN_PATH: standin}

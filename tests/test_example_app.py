@@ -172,6 +172,8 @@ def test_newcomer_walk(example: Demo) -> None:
             page.wait_for_selector("#calls")
             assert "4 calls received" in page.inner_text("#summary")
             page.screenshot(path=str(SCREENSHOTS / "standin.png"), full_page=True)
+            page.click("#standin-nav >> text=Segment settings")
+            expect(page.locator("#source")).to_be_visible()
 
             # 4. A survey already answered says so.
             page.goto(base + "/")

@@ -399,7 +399,9 @@ def test_send_test_event_shows_segments_answer(page_app: Flask, segment: t.Any) 
     follow(client, save(client, segment, write_key=KEY, track_event="Page Test"))
     html = follow(client, post_action(client, "test"))
     assert "Segment answered 200 OK: {&#34;success&#34;: true}" in html
-    assert [m["event"] for m in segment.messages] == ["Page Test"]
+    # Its own name whatever the survey event is called: not counted as a survey.
+    assert [m["event"] for m in segment.messages] == ["Segment Test Event"]
+    assert segment.messages[0]["properties"]["test"] is True
     assert KEY not in html
 
 

@@ -81,9 +81,15 @@ class SegmentStandIn:
     """
 
     def __init__(
-        self, write_keys: t.Iterable[str] | None = None, *, freeze_gc: bool = False
+        self,
+        write_keys: t.Iterable[str] | None = None,
+        *,
+        freeze_gc: bool = False,
+        links: t.Mapping[str, str] | None = None,
     ) -> None:
         self.write_keys = None if write_keys is None else frozenset(write_keys)
+        #: Links (label: URL) shown on top of the page, e.g. back to the app.
+        self.links = dict(links or {})
         self.freeze_gc = freeze_gc
         self.url: str | None = None
         self.fault = Fault()
@@ -319,7 +325,7 @@ class SegmentStandIn:
         with self._lock:
             recent = self.messages[-200:][::-1]
             total, dups, rejected = len(self.messages), self.duplicates, self.rejected
-        page = render_page(recent, total, dups, rejected)
+        page = render_page(recent, total, dups, rejected, self.links)
         return Response(page, mimetype="text/html")
 
 
