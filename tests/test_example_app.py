@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
 from flask_refiner_segment.testing.embedded_redis import free_port
 
@@ -24,6 +25,7 @@ from .conftest import launch_chromium
 
 SCREENSHOTS = ROOT / "docs"
 KEY = "demo-write-key-7e1d"
+SCHEDULER_LOCK = "rq:scheduler-lock:refiner_segment"
 
 pytestmark = pytest.mark.browser
 
@@ -349,6 +351,15 @@ def test_newcomer_walk(example: Demo) -> None:
 def test_cli_finds_the_running_demo_and_sigterm_stops_it(tmp_path: Path) -> None:
     demo = _start(tmp_path)
     try:
+        # Wait until the demo's worker holds its scheduler lock, in the Redis
+        # that the demo names in its instance folder.
+        url = (demo.instance / "demo-redis-url").read_text().strip()
+        demo_redis = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 60
+        while not demo_redis.exists(SCHEDULER_LOCK):
+            assert time.monotonic() < deadline, "the demo's scheduler did not start"
+            time.sleep(0.1)
+        demo_redis.close()
         result = _flask(demo, "refiner-segment", "status")
         assert result.returncode == 0, result.stderr
         assert "scheduler running" in result.stdout  # the demo's own Redis
