@@ -95,13 +95,12 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             )
 
     prefix = app.config["REFINER_SEGMENT_URL_PREFIX"]
-    standin = SegmentStandIn(
-        links={
-            "← Survey app": "/",
-            "Segment settings": prefix + "/",
-            "User segments": prefix + "/segments/",
-        }
-    )
+    standin = SegmentStandIn()
+    standin.links = {
+        "← Survey app": "/",
+        "Segment settings": prefix + "/",
+        "User segments": prefix + "/segments/",
+    }
     app.extensions["segment_standin"] = standin
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, {STANDIN_PATH: standin}

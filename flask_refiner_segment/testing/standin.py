@@ -81,15 +81,10 @@ class SegmentStandIn:
     """
 
     def __init__(
-        self,
-        write_keys: t.Iterable[str] | None = None,
-        *,
-        freeze_gc: bool = False,
-        links: t.Mapping[str, str] | None = None,
+        self, write_keys: t.Iterable[str] | None = None, *, freeze_gc: bool = False
     ) -> None:
         self.write_keys = None if write_keys is None else frozenset(write_keys)
-        #: Links (label: URL) shown on top of the page, e.g. back to the app.
-        self.links = dict(links or {})
+        self.links: dict[str, str] = {}  # label: URL, on top of the page
         self.freeze_gc = freeze_gc
         self.url: str | None = None
         self.fault = Fault()
