@@ -5,19 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import typing as t
-import uuid
 
 import sqlalchemy as sa
 from blinker import Namespace
 from flask import Flask
-from flask import abort
-from flask import current_app
-from flask import flash
-from flask import redirect
-from flask import render_template
-from flask import request
 from flask import session
-from flask import url_for
 from flask_refiner_segment import RefinerSegment
 from flask_refiner_segment.testing.standin import SegmentStandIn
 from flask_sqlalchemy import SQLAlchemy
@@ -25,14 +17,12 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from .inbound_demo import demo_batch
+from . import demo_setup
 from .surveys import POWER_EXPORTERS
-from .surveys import SURVEYS
 from .surveys import USERS
-from .surveys import signal_questions
 
 signals = Namespace()
-#: The app's own signal, sent after a response is committed.
+#: The app's own signal, sent inside the transaction that saves a response.
 survey_completed = signals.signal("survey_completed")
 
 db = SQLAlchemy()
@@ -57,7 +47,7 @@ class SurveyResponse(db.Model):  # type: ignore[name-defined,misc]
 
 @refiner_segment.settings_guard
 def only_admins() -> bool:
-    """The settings page is for signed-in admins only."""
+    """The settings and segments pages are for signed-in admins only."""
     user = USERS.get(session.get("user", ""))
     return bool(user and user["admin"])
 
@@ -65,32 +55,33 @@ def only_admins() -> bool:
 def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=os.environ.get("EXAMPLE_INSTANCE_PATH"))
     os.makedirs(app.instance_path, exist_ok=True)
-    port = os.environ.get("EXAMPLE_PORT", "5000")
     app.config.from_mapping(
         SECRET_KEY=os.environ.get("EXAMPLE_SECRET_KEY", "example-only-secret"),
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "EXAMPLE_DATABASE_URL", f"sqlite:///{app.instance_path}/example.db"
         ),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        REFINER_SEGMENT_REDIS_URL=os.environ.get("REDIS_URL"),
+        # $REDIS_URL, else the Redis of the running `python -m example_app`.
+        REFINER_SEGMENT_REDIS_URL=os.environ.get("REDIS_URL")
+        or demo_setup.read_redis_url(app.instance_path),
         REFINER_SEGMENT_BACKOFF_BASE=1.0,
         REFINER_SEGMENT_BACKOFF_MAX=30.0,
         REFINER_SEGMENT_SWEEP_INTERVAL=15.0,
+        # The extension's pages inside this app's own layout.
+        REFINER_SEGMENT_BASE_TEMPLATE="layout.html",
+        # Demo only: the Segment stand-in is a data plane on 127.0.0.1.
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
     )
     if os.environ.get("SEGMENT_WRITE_KEY"):
-        # Real Segment (or EU / a data plane via SEGMENT_API_HOST).
+        # Real Segment (or EU / a data plane via SEGMENT_API_HOST), from the
+        # environment as a deployment would; else the admin pastes a key on
+        # the settings page and it is stored encrypted.
         app.config["REFINER_SEGMENT_WRITE_KEY"] = os.environ["SEGMENT_WRITE_KEY"]
         app.config["REFINER_SEGMENT_API_HOST"] = os.environ.get("SEGMENT_API_HOST")
-    else:
-        # Offline: the stand-in mounted below receives the calls.
-        app.config["REFINER_SEGMENT_WRITE_KEY"] = "demo-write-key-0000"
-        app.config["REFINER_SEGMENT_API_HOST"] = (
-            f"http://127.0.0.1:{port}{STANDIN_PATH}"
-        )
-    # The key Segment would use to call this app as a destination.
-    app.config["REFINER_SEGMENT_INBOUND_API_KEY"] = os.environ.get(
-        "EXAMPLE_INBOUND_API_KEY", "demo-inbound-key"
-    )
+    if os.environ.get("EXAMPLE_INBOUND_API_KEY"):
+        app.config["REFINER_SEGMENT_INBOUND_API_KEY"] = os.environ[
+            "EXAMPLE_INBOUND_API_KEY"
+        ]
     app.config.update(config or {})
 
     db.init_app(app)
@@ -103,143 +94,18 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
                 POWER_EXPORTERS["name"], POWER_EXPORTERS["rules"]
             )
 
+    prefix = app.config["REFINER_SEGMENT_URL_PREFIX"]
     standin = SegmentStandIn()
+    standin.links = {
+        "← Survey app": "/",
+        "Segment settings": prefix + "/",
+        "User segments": prefix + "/segments/",
+    }
     app.extensions["segment_standin"] = standin
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, {STANDIN_PATH: standin}
     )
-    _register_views(app)
+    from .views import register_views
+
+    register_views(app)
     return app
-
-
-def _current_user() -> dict[str, t.Any] | None:
-    user_id = session.get("user")
-    return {"id": user_id, **USERS[user_id]} if user_id in USERS else None
-
-
-def _register_views(app: Flask) -> None:
-    @app.context_processor
-    def inject() -> dict[str, t.Any]:
-        return {
-            "user": _current_user(),
-            "standin_url": STANDIN_PATH + "/",
-            "settings_url": app.config["REFINER_SEGMENT_URL_PREFIX"] + "/",
-        }
-
-    @app.get("/")
-    def index() -> str:
-        user = _current_user()
-        done: set[str] = set()
-        if user:
-            done = set(
-                db.session.scalars(
-                    sa.select(SurveyResponse.survey_id).where(
-                        SurveyResponse.user_id == user["id"]
-                    )
-                )
-            )
-        visible = {
-            sid: s for sid, s in SURVEYS.items() if user and _targets(user["id"], s)
-        }
-        return render_template("index.html", users=USERS, surveys=visible, done=done)
-
-    @app.post("/login")
-    def login() -> t.Any:
-        name = request.form.get("user", "")
-        if name not in USERS:
-            abort(400)
-        session["user"] = name
-        return redirect(url_for("index"))
-
-    @app.post("/logout")
-    def logout() -> t.Any:
-        session.clear()
-        return redirect(url_for("index"))
-
-    @app.route("/surveys/<survey_id>", methods=["GET", "POST"])
-    def take_survey(survey_id: str) -> t.Any:
-        user = _current_user()
-        survey = SURVEYS.get(survey_id)
-        if survey is None:
-            abort(404)
-        if user is None:
-            flash("Sign in first.")
-            return redirect(url_for("index"))
-        if not _targets(user["id"], survey):
-            abort(404)
-        if request.method == "POST":
-            answers = _read_answers(survey)
-            response = SurveyResponse(
-                id=str(uuid.uuid4()),
-                user_id=user["id"],
-                survey_id=survey_id,
-                answers=answers,
-                completed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-            )
-            db.session.add(response)
-            # Inside the transaction, as the extension's README recommends: the
-            # delivery commits with the response, and a rollback sends nothing.
-            survey_completed.send(
-                current_app._get_current_object(),  # type: ignore[attr-defined]
-                user_id=user["id"],
-                survey={
-                    "id": survey["id"],
-                    "name": survey["name"],
-                    "questions": signal_questions(survey),
-                },
-                response={
-                    "id": response.id,
-                    "completed_at": response.completed_at,
-                    "answers": answers,
-                },
-                account=user["account"],
-                user_traits={"email": user["email"], "name": user["name"]},
-            )
-            db.session.commit()
-            flash(f"Thanks! Your answers to “{survey['name']}” were saved.")
-            return redirect(url_for("index"))
-        return render_template("survey.html", survey=survey)
-
-    @app.post("/demo/inbound")
-    def inbound_demo() -> t.Any:
-        """Post what Segment would send to the inbound route, as Segment does."""
-        if not only_admins():
-            abort(403)
-        key = app.config["REFINER_SEGMENT_INBOUND_API_KEY"]
-        url = app.config["REFINER_SEGMENT_URL_PREFIX"] + "/inbound"
-        answer = app.test_client().post(
-            url, json={"batch": demo_batch()}, auth=(key, ""), headers={}
-        )
-        flash(f"Segment → this app: HTTP {answer.status_code} {answer.get_json()}")
-        return redirect(url_for("profile"))
-
-    @app.get("/profile")
-    def profile() -> t.Any:
-        user = _current_user()
-        if user is None:
-            return redirect(url_for("index"))
-        data = refiner_segment.get_profile(user["id"])
-        events = refiner_segment.recent_events(user["id"], limit=10)
-        return render_template("profile.html", profile=data, events=events)
-
-
-def _targets(user_id: str, survey: dict[str, t.Any]) -> bool:
-    """Whether a survey is shown to a user: everyone, or its segment's members."""
-    if not survey.get("segment"):
-        return True
-    segment = refiner_segment.get_segment_by_name(survey["segment"])
-    return segment is not None and refiner_segment.is_member(user_id, segment)
-
-
-def _read_answers(survey: dict[str, t.Any]) -> dict[str, t.Any]:
-    answers: dict[str, t.Any] = {}
-    for q in survey["questions"]:
-        if q["input"] == "multi":
-            answers[q["key"]] = request.form.getlist(q["key"])
-            continue
-        value = request.form.get(q["key"], "").strip()
-        if q["input"] == "scale":
-            answers[q["key"]] = int(value) if value.isdigit() else None
-        else:
-            answers[q["key"]] = value
-    return answers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from .outbound import kick
 from .outbound import log
 from .outbound import retention
 from .outbound import sender
+from .outbound import settings as outbound_settings
 from .state import get_state
 
 cli = AppGroup("refiner-segment", help="Deliver survey responses to Segment.")
@@ -98,9 +100,17 @@ def retry_failed(workspace_id: str | None) -> None:
 def status(workspace_id: str | None, as_json: bool) -> None:
     """Count deliveries per status and the completions waiting in the Redis
     fallback (``null`` when Redis is unavailable); say whether RQ's scheduler
-    runs."""
+    runs, where deliveries go, whether they are paused, and how long the
+    oldest pending delivery has waited."""
     state = get_state()
     counts: dict[str, int | None] = dict(log.counts(state, workspace_id))
+    current = outbound_settings.load(state, state.workspace(workspace_id), fresh=True)
+    oldest = log.oldest_pending(state, workspace_id)
+    age = (
+        None
+        if oldest is None
+        else max(0.0, (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds())
+    )
     try:
         counts["fallback"] = fallback.length(state.redis)
     except redis.RedisError:
@@ -110,11 +120,40 @@ def status(workspace_id: str | None, as_json: bool) -> None:
     except redis.RedisError:
         scheduler = None
     if as_json:
-        click.echo(json.dumps({**counts, "scheduler": scheduler}))
+        extra = {
+            "scheduler": scheduler,
+            "workspace": current.workspace_id,
+            "api_host": current.api_host,
+            "paused": current.paused,
+            "paused_reason": current.attention_reason,
+            "oldest_pending_seconds": None if age is None else round(age, 1),
+        }
+        click.echo(json.dumps({**counts, **extra}))
         return
     for name, n in counts.items():
         click.echo(f"{name:8} {'unknown' if n is None else n}")
     click.echo(f"scheduler {_describe_scheduler(scheduler)}")
+    click.echo(f"oldest pending: {'none' if age is None else _describe_age(age)}")
+    ws = "" if workspace_id is None else f" (workspace {current.workspace_id!r})"
+    click.echo(f"host{ws}: {current.api_host}")
+    if current.paused:
+        click.echo(
+            f"PAUSED{ws}: Segment rejected the write key"
+            f" ({current.attention_reason or 'no reason given'}); deliveries wait"
+            " for a new key."
+        )
+    else:
+        click.echo(f"deliveries{ws}: {'enabled' if current.enabled else 'DISABLED'}")
+
+
+def _describe_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
 
 
 def _describe_scheduler(active: bool | None) -> str:

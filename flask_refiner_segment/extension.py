@@ -163,6 +163,29 @@ class RefinerSegment:
         state = get_state()
         return outbound_settings.load(state, state.workspace(workspace_id), fresh=True)
 
+    def save_settings(
+        self,
+        workspace_id: str | None = None,
+        *,
+        write_key: str | None = None,
+        region: str | None = None,
+        custom_api_host: str | None = None,
+    ) -> WorkspaceSettings:
+        """Store a workspace's write key and/or region as the settings page
+        does (``None`` keeps a value); returns the new effective settings.
+
+        :raise ValueError: an unknown region, or a custom data-plane URL that
+            the page would refuse (see ``REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS``).
+        """
+        state = get_state()
+        return outbound_settings.save(
+            state,
+            state.workspace(workspace_id),
+            write_key=write_key,
+            region=region,
+            custom_api_host=custom_api_host,
+        )
+
     def status_counts(self, workspace_id: str | None = None) -> dict[str, int]:
         """Number of deliveries per status (every status, zeros included)."""
         return log.counts(get_state(), workspace_id)

@@ -59,7 +59,8 @@ def test_send_test(app, segment, cli_env):
     result = flask_cli(["refiner-segment", "send-test"], cli_env)
     assert result.returncode == 0, result.stderr
     assert "Segment answered: 200" in result.stdout
-    assert [m["event"] for m in segment.messages] == ["Survey Completed"]
+    assert [m["event"] for m in segment.messages] == ["Segment Test Event"]
+    assert segment.messages[0]["properties"]["test"] is True
     segment.set_fault(status=401)
     result = flask_cli(["refiner-segment", "send-test"], cli_env)
     assert result.returncode == 1
@@ -187,3 +188,30 @@ def test_prune_refuses_bad_input_clearly(app, cli_env, args, env, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_status_shows_host_pause_and_oldest_pending(app, segment, cli_env):
+    out = flask_cli(["refiner-segment", "status"], cli_env).stdout
+    assert "oldest pending: none" in out
+    assert f"host: {segment.url}" in out
+    assert "deliveries: enabled" in out
+    send_completion(app, 1)  # no worker: it waits
+    data = json.loads(
+        flask_cli(["refiner-segment", "status", "--json"], cli_env).stdout
+    )
+    assert data["pending"] == 1
+    assert data["oldest_pending_seconds"] is not None
+    assert data["oldest_pending_seconds"] >= 0
+    assert data["api_host"] == segment.url
+    assert data["paused"] is False
+    out = flask_cli(["refiner-segment", "status"], cli_env).stdout
+    assert "oldest pending: " in out and " ago" in out
+    segment.set_fault(status=401)
+    assert flask_cli(["refiner-segment", "send-test"], cli_env).returncode == 1
+    out = flask_cli(["refiner-segment", "status"], cli_env).stdout
+    assert "PAUSED: Segment rejected the write key" in out
+    data = json.loads(
+        flask_cli(["refiner-segment", "status", "--json"], cli_env).stdout
+    )
+    assert data["paused"] is True
+    assert cli_env["REFINER_SEGMENT_WRITE_KEY"] not in out

@@ -299,6 +299,10 @@ def test_json_error_detail_and_long_bodies(recorder: Recorder) -> None:
     assert len(result.body) == 2000 and len(result.error) < 250
     recorder.status, recorder.body = 460, b""
     assert client.send([TRACK]).error.startswith("HTTP 460: ")
+    # A code that only repeats the status phrase is not said twice.
+    recorder.status = 401
+    recorder.body = b'{"code":"unauthorized","message":"invalid write key"}'
+    assert client.send([TRACK]).error == "HTTP 401: Unauthorized (invalid write key)"
     client.close()
 
 

@@ -299,3 +299,40 @@ def test_an_unusable_region_is_an_error_and_nothing_is_sent(bare_app):
     s = load(bare_app, "ws-b")
     assert s.error is not None and "Unknown region" in s.error
     assert s.sendable is False and s.skip_reason("nps") == s.error
+
+
+def test_save_settings_stores_as_the_page_does(bare_app, make_app):
+    ext = state_of(bare_app).owner
+    with bare_app.app_context():
+        saved = ext.save_settings("ws-s", write_key=" wk_saved_key_91aa ", region="eu")
+        assert saved.api_host == EU_HOST
+        assert saved.write_key == "wk_saved_key_91aa"
+        assert saved.write_key_masked == "••••91aa"
+        row = workspaces.stored(state_of(bare_app), "ws-s")
+        assert "wk_saved_key_91aa" not in str(row.write_key_encrypted)
+        # The page's checks: a private data plane needs the host's opt-in.
+        with pytest.raises(ValueError, match="internal|private|https"):
+            ext.save_settings(
+                "ws-s", region="custom", custom_api_host="http://10.0.0.1"
+            )
+        with pytest.raises(ValueError, match="Unknown region"):
+            ext.save_settings("ws-s", region="mars")
+        with pytest.raises(ValueError, match="empty"):
+            ext.save_settings("ws-s", write_key="  ")
+        # None keeps a value.
+        assert ext.save_settings("ws-s").api_host == EU_HOST
+        assert ext.settings("ws-s").write_key == "wk_saved_key_91aa"
+    opted_in = make_app(
+        REFINER_SEGMENT_WRITE_KEY=None,
+        REFINER_SEGMENT_API_HOST=None,
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
+    )
+    with opted_in.app_context():
+        saved = state_of(opted_in).owner.save_settings(
+            "ws-p", region="custom", custom_api_host="http://10.0.0.1:8080/dp"
+        )
+        assert saved.api_host == "http://10.0.0.1:8080/dp"
+        assert saved.host_error is None
+        assert state_of(opted_in).owner.save_settings("ws-p", region="us").api_host == (
+            US_HOST
+        )

@@ -399,7 +399,9 @@ def test_send_test_event_shows_segments_answer(page_app: Flask, segment: t.Any) 
     follow(client, save(client, segment, write_key=KEY, track_event="Page Test"))
     html = follow(client, post_action(client, "test"))
     assert "Segment answered 200 OK: {&#34;success&#34;: true}" in html
-    assert [m["event"] for m in segment.messages] == ["Page Test"]
+    # Its own name whatever the survey event is called: not counted as a survey.
+    assert [m["event"] for m in segment.messages] == ["Segment Test Event"]
+    assert segment.messages[0]["properties"]["test"] is True
     assert KEY not in html
 
 
@@ -779,3 +781,18 @@ def test_a_host_policy_wins_and_can_be_configured(
     assert hosted.test_client().get(URL).headers["Content-Security-Policy"] == (
         "frame-ancestors 'none'"
     )
+
+
+def test_next_attempt_has_its_date_and_zone(
+    page_app: Flask, segment: t.Any, redis_url: str
+) -> None:
+    client = page_app.test_client()
+    follow(client, save(client, segment, write_key=KEY))
+    segment.set_fault(status=503)  # retried later: pending, in backoff
+    send_completion(page_app, 1)
+    run_worker(page_app, redis_url)
+    html = client.get(URL).get_data(as_text=True)
+    assert re.search(r'id="count-pending">1<', html), html[-3000:]
+    assert re.search(r"next attempt \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", html), html[
+        -3000:
+    ]

@@ -252,7 +252,12 @@ class SegmentClient:
         except ValueError:
             data = None
         if isinstance(data, dict):
-            parts = [data.get("code"), data.get("message") or data.get("error")]
+            code = data.get("code")
+            if isinstance(code, str) and code.replace("_", " ").lower() == (
+                phrase.lower()
+            ):
+                code = None  # "unauthorized" says the phrase again
+            parts = [code, data.get("message") or data.get("error")]
             detail = " ".join(p for p in parts if isinstance(p, str) and p) or text
         detail = " ".join(detail.split())
         if len(detail) > _SNIPPET_MAX:

@@ -5,6 +5,7 @@ Each query runs on its own connection, never on the host's ``db.session``.
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
 
 import sqlalchemy as sa
@@ -74,3 +75,20 @@ def seen_surveys(state: State, workspace_id: str, scan: int, limit: int) -> list
     )
     with state.db.engine.connect() as conn:
         return [str(s) for s in conn.execute(query).scalars()]
+
+
+def oldest_pending(state: State, workspace_id: str | None = None) -> dt.datetime | None:
+    """When the oldest pending delivery was created (UTC), or ``None``."""
+    table = _table(state)
+    query = sa.select(sa.func.min(table.c.created_at)).where(
+        table.c.status == models.PENDING
+    )
+    if workspace_id is not None:
+        query = query.where(table.c.workspace_id == workspace_id)
+    with state.db.engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    if found is None:
+        return None
+    if isinstance(found, str):  # SQLite's MIN() of a DATETIME column is text
+        found = dt.datetime.fromisoformat(found)
+    return found if found.tzinfo else found.replace(tzinfo=dt.timezone.utc)

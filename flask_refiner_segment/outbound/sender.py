@@ -6,6 +6,7 @@ workspace's effective settings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -66,6 +67,10 @@ def _app() -> Flask:
     return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
 
 
+#: The event name of *Send test event* (never the survey event's).
+TEST_EVENT = "Segment Test Event"
+
+
 def send_test(state: State, workspace_id: str | None = None) -> SendResult:
     """Send one test ``track`` synchronously and return Segment's answer.
 
@@ -91,9 +96,11 @@ def send_test(state: State, workspace_id: str | None = None) -> SendResult:
         "account": None,
         "user_traits": {},
     }
-    options = build_options(state, current)
+    # Its own event name and a ``test`` property: downstream tools must not
+    # count it as a completed survey.
+    options = dataclasses.replace(build_options(state, current), event_name=TEST_EVENT)
     track = [
-        m
+        {**m, "properties": {**m["properties"], "test": True}}
         for m in build_messages(completion, options, workspace_id=ws)
         if m["type"] == "track"
     ]

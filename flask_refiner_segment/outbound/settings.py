@@ -173,6 +173,40 @@ def write_key_values(state: State, write_key: str) -> dict[str, t.Any]:
     }
 
 
+def save(
+    state: State,
+    workspace_id: str,
+    *,
+    write_key: str | None = None,
+    region: str | None = None,
+    custom_api_host: str | None = None,
+) -> WorkspaceSettings:
+    """Store a write key and/or region, checked as the settings form checks
+    them; :exc:`ValueError` says why a value is refused."""
+    values: dict[str, t.Any] = {}
+    if region is not None:
+        resolve_api_host(region, custom_api_host)  # ValueError: unknown region
+        if region == "custom":
+            refused = check_data_plane_url(
+                (custom_api_host or "").strip(),
+                allow_private=state.config.allow_private_hosts,
+            )
+            if refused:
+                raise ValueError(refused)
+        values["region"] = region
+        values["custom_api_host"] = (
+            (custom_api_host or "").strip() if region == "custom" else None
+        )
+    if write_key is not None:
+        if not write_key.strip():
+            raise ValueError("The write key must not be empty.")
+        values.update(write_key_values(state, write_key.strip()))
+    if values:
+        workspaces.update(state, workspace_id, values)
+        invalidate(state, workspace_id)
+    return load(state, workspace_id, fresh=True)
+
+
 def mark_rejected(state: State, workspace_id: str, write_key: str, reason: str) -> None:
     """Pause deliveries of a workspace whose current write key Segment rejected."""
     workspaces.update(

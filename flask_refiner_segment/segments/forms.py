@@ -1,4 +1,5 @@
-"""The segment form: a name and the rules as JSON (validated by the rule checker)."""
+"""The segment form: a name and the rules as JSON (the rule builder's rows are
+read by :mod:`.builder`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from wtforms.validators import Length
 
 from .rules import SegmentRuleError
 from .rules import check_name
-from .rules import parse_rules
 
 EXAMPLE = json.dumps(
     {
@@ -27,24 +27,19 @@ EXAMPLE = json.dumps(
 
 class SegmentForm(FlaskForm):  # type: ignore[misc]
     name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    #: Checked by the view (as JSON, or built from the builder's rows).
     rules = TextAreaField(
         "Rules (JSON)",
         default=EXAMPLE,
-        description='{"match": "all"|"any", "conditions": [...]}',
+        description='{"match": "all"|"any", "conditions": [...]}: see the README,'
+        " “Rule format”.",
     )
-    parsed: t.Any = None
 
     def validate_name(self, field: t.Any) -> None:
         try:
             check_name(field.data)
         except SegmentRuleError as exc:
             raise ValidationError("; ".join(m for _, m in exc.errors)) from None
-
-    def validate_rules(self, field: t.Any) -> None:
-        try:
-            self.parsed = parse_rules(field.data or "")
-        except SegmentRuleError as exc:
-            raise ValidationError(str(exc)) from None
 
 
 class DeleteForm(FlaskForm):  # type: ignore[misc]

@@ -84,6 +84,7 @@ class SegmentStandIn:
         self, write_keys: t.Iterable[str] | None = None, *, freeze_gc: bool = False
     ) -> None:
         self.write_keys = None if write_keys is None else frozenset(write_keys)
+        self.links: dict[str, str] = {}  # label: URL, on top of the page
         self.freeze_gc = freeze_gc
         self.url: str | None = None
         self.fault = Fault()
@@ -319,7 +320,7 @@ class SegmentStandIn:
         with self._lock:
             recent = self.messages[-200:][::-1]
             total, dups, rejected = len(self.messages), self.duplicates, self.rejected
-        page = render_page(recent, total, dups, rejected)
+        page = render_page(recent, total, dups, rejected, self.links)
         return Response(page, mimetype="text/html")
 
 

@@ -13,7 +13,7 @@ _PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
 table{{border-collapse:collapse;width:100%}} #rejected{{color:#a00}}
 td,th{{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;
 vertical-align:top}} pre{{margin:0;font-size:12px;white-space:pre-wrap}}</style>
-<h1>Segment stand-in</h1>
+{nav}<h1>Segment stand-in</h1>
 <p id="summary">{total} calls received, {dups} duplicates dropped, {rejected}
 rejected. Newest first; the page refreshes every 2 s. <a href="messages">JSON</a>
 {problems}<table id="calls"><tr><th>received<th>type<th>user<th>event / groupId
@@ -34,15 +34,22 @@ def render_page(
     total: int,
     duplicates: int,
     rejected: list[dict[str, t.Any]],
+    links: t.Mapping[str, str] | None = None,
 ) -> str:
-    """The page: a summary, the last 20 ``rejected`` and the ``recent`` calls."""
+    """The page: ``links`` (label: URL) to the app around it, a summary, the
+    last 20 ``rejected`` and the ``recent`` calls."""
     rows = "".join(_ROW.format(*map(html.escape, _cells(m))) for m in recent)
     problems = "".join(
         f"<li>{html.escape(r['reason'])}: "
         f"<code>{html.escape(json.dumps(r['message'])[:300])}</code>"
         for r in rejected[-20:]
     )
+    nav = " · ".join(
+        f'<a href="{html.escape(url)}">{html.escape(label)}</a>'
+        for label, url in (links or {}).items()
+    )
     return _PAGE.format(
+        nav=f'<nav id="standin-nav">{nav}</nav>' if nav else "",
         total=total,
         dups=duplicates,
         rejected=len(rejected),

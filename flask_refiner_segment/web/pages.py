@@ -22,6 +22,11 @@ def protect(bp: Blueprint) -> Blueprint:
     def guard() -> None:
         if not get_state().is_allowed():
             abort(403)
+        if request.method == "POST" and request.is_json:
+            # Flask-WTF reads a JSON body as the form: only an object can be one.
+            data = request.get_json(silent=True)
+            if data is not None and not isinstance(data, dict):
+                abort(400, "A JSON body must be an object of form fields.")
 
     @bp.after_request
     def headers(response: Response) -> Response:

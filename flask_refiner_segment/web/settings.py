@@ -130,8 +130,11 @@ def make_blueprint() -> Blueprint:
             return redirect(url_for(".settings"))
         verb = "rotated" if auth.key_exists(state, ws) else "generated"
         key = _rotate(state, ws, verb)
+        done = f"Inbound API key {verb}."
+        if verb == "rotated":
+            done += " The old key no longer works: paste the new one into Segment."
         # Shown once, in this response only: no redirect, no cookie.
-        return _render(state, ws, new_inbound_key=key)
+        return _render(state, ws, new_inbound_key=key, done=done)
 
     @bp.post("/webhook-secret")
     def webhook_secret() -> Page:
@@ -313,6 +316,7 @@ def _render(
     secret_form: WebhookSecretForm | None = None,
     new_inbound_key: str | None = None,
     notice: str | None = None,
+    done: str | None = None,
 ) -> str:
     current = outbound_settings.load(state, ws, fresh=True)
     if form is None:
@@ -335,6 +339,7 @@ def _render(
         action=ActionForm(),
         settings=current,
         notice=notice,
+        done=done,
         counts=counts,
         total=total,
         deliveries=log.page(state, ws, status, page, PER_PAGE),
