@@ -286,12 +286,12 @@ def requeue(
 
     First the completions waiting in the Redis fallback are recorded. Then
     deliveries claimed by a worker that died (lease expired; with ``force`` every
-    claimed one) go back to pending, and a drain job is kicked for every
-    workspace with pending deliveries (with ``due_only``, deliveries due now).
+    claimed one) go back to pending, and every workspace with pending
+    deliveries (with ``due_only``, deliveries due now) is kicked.
     ``reset_kicks`` (an operator's ``requeue``, a worker starting) first deletes
-    the workspaces' kick keys, so a job is enqueued even if a lost one held the
-    key; the periodic sweep and poll keep them, so a running drain stays the
-    only one (a lost job's key expires within ``KICK_TTL``).
+    the workspaces' kick keys and serve slot 0, so a job is enqueued even if a
+    lost one held them; the periodic sweep and poll keep them, so a workspace
+    has one turn at a time (a lost job's keys expire within ``KICK_TTL``).
     Returns ``{"released": n, "workspaces": m}``.
     """
     recorded, _ = fallback.drain(state)
@@ -299,6 +299,9 @@ def requeue(
     if recorded:
         logger.info("Recorded %d completions from the Redis fallback.", recorded)
     released, pending = outbox.release_stale(state, force=force, due_only=due_only)
+    if reset_kicks:
+        # And serve slot 0, which a lost serve job may hold: a kick queues one.
+        state.redis.delete(ready.serve_key(0))
     for workspace_id in pending:
         if reset_kicks:
             state.redis.delete(kick_key(workspace_id))
