@@ -5,8 +5,9 @@ server; a database of the run's own is created and dropped) and starts its own
 Redis (or uses ``$BENCH_REDIS_URL``), stand-in, RQ workers and gunicorn.
 Parts (``--only``): path, throughput, latency, inbound, growth (delivery and
 inbound, see bench/delivery.py and bench/inbound.py), segments (segment
-evaluation on generated data, PostgreSQL and SQLite: bench/segments.py) and
-outbox (claim, mark_sent and prune with the outbox's size: bench/outbox.py).
+evaluation on generated data, PostgreSQL and SQLite: bench/segments.py),
+outbox (claim, mark_sent and prune with the outbox's size: bench/outbox.py)
+and tenants (completions spread over many workspaces: bench/tenants.py).
 ``--smoke`` runs every part with tiny sizes, to keep the harness working; its
 figures mean nothing.
 """
@@ -30,13 +31,23 @@ from . import delivery
 from . import inbound
 from . import outbox
 from . import segments
+from . import tenants
 from ._util import postgres_database
 from ._util import redis_url
 from ._util import sqlite_database
 from ._util import standin_process
 
 EXT = "flask-refiner-segment"
-PARTS = ("path", "throughput", "latency", "inbound", "growth", "segments", "outbox")
+PARTS = (
+    "path",
+    "throughput",
+    "latency",
+    "inbound",
+    "growth",
+    "segments",
+    "outbox",
+    "tenants",
+)
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
@@ -47,6 +58,8 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         args.loadgen = "python"
         args.profiles, args.events = 300, 3_000
         args.outbox_sizes = "1000,3000"
+        args.tenants_n, args.tenants_sizes = 200, "1,10,30"
+        args.tenants_rate, args.tenants_seconds = 50.0, 1.0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     only = set(args.only.split(","))
     if only - set(PARTS):
@@ -150,9 +163,22 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 outbox.run("PostgreSQL", postgres, redis_at, outbox_sizes)
                 + outbox.run("SQLite", sqlite, redis_at, outbox_sizes),
             )
+        tenancy = []
+        if "tenants" in only:
+            tenancy = tenants.run(
+                postgres,
+                redis_at,
+                standin,
+                n=args.tenants_n,
+                sizes=[int(s) for s in args.tenants_sizes.split(",") if s],
+                rate=args.tenants_rate,
+                seconds=args.tenants_seconds,
+            )
+            tenants.report(report, tenancy)
     report.line(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
     report.save()
     lost = [r for r in runs + growth if r.name.startswith(EXT) and r.lost]
+    lost += [r for r in tenancy if r.lost or r.late or r.duplicates]
     if lost:
         print(f"ERROR: the extension lost messages: {lost}", file=sys.stderr)
         return 1
@@ -180,6 +206,16 @@ def _parser() -> argparse.ArgumentParser:
         "--outbox-sizes",
         default="1000,100000,1000000",
         help="outbox: deliveries already in the outbox",
+    )
+    parser.add_argument("--tenants-n", type=int, default=2_000, help="tenants")
+    parser.add_argument(
+        "--tenants-sizes", default="1,100,1000", help="tenants: workspaces"
+    )
+    parser.add_argument(
+        "--tenants-rate", type=float, default=200.0, help="tenants: paced/s"
+    )
+    parser.add_argument(
+        "--tenants-seconds", type=float, default=10.0, help="tenants: paced run"
     )
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(

@@ -32,6 +32,8 @@ def create_app() -> Flask:
         REFINER_SEGMENT_WRITE_KEY=WRITE_KEY,
         REFINER_SEGMENT_API_HOST=os.environ.get("BENCH_API_HOST", "http://127.0.0.1:9"),
         REFINER_SEGMENT_INBOUND_API_KEY=INBOUND_KEY,
+        # The tenants part stores the local stand-in as each workspace's host.
+        REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
     )
     db = SQLAlchemy(app)
     RefinerSegment(app, db=db, signal=survey_completed)

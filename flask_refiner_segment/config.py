@@ -50,6 +50,15 @@ DEFAULTS: dict[str, t.Any] = {
     "BATCH_SIZE": 500,
     # Under steady load, wait this long between batches so that they fill up.
     "BATCH_LINGER": 0.05,
+    # Many workspaces: a serve job runs this many turns at once (threads, each
+    # with a keep-alive session per Segment host) ...
+    "SEND_THREADS": 8,
+    # ... a workspace's turn sends for at most this long (s) before the next
+    # due workspace's turn (at least one batch) ...
+    "TURN_SECONDS": 0.5,
+    # ... and while more is due than one job takes, up to this many serve jobs
+    # run at once (None: one per worker listening on the queue).
+    "SERVE_JOBS": None,
     "LEASE_SECONDS": 120.0,
     "SWEEP_INTERVAL": 60.0,
     # How often (s) a `flask refiner-segment worker` itself, without RQ's
@@ -104,6 +113,9 @@ class Config:
     retry_window: float
     batch_size: int
     batch_linger: float
+    send_threads: int
+    turn_seconds: float
+    serve_jobs: int | None
     lease_seconds: float
     sweep_interval: float
     recovery_interval: float

@@ -30,6 +30,19 @@ def stored(state: State, workspace_id: str) -> sa.Row[t.Any] | None:
         ).first()
 
 
+def stored_many(
+    state: State, workspace_ids: t.Iterable[str]
+) -> dict[str, sa.Row[t.Any]]:
+    """The stored rows of several workspaces, by workspace id (one query)."""
+    ids = sorted(set(workspace_ids))
+    if not ids:
+        return {}
+    table = _table(state)
+    with state.db.engine.connect() as conn:
+        rows = conn.execute(sa.select(table).where(table.c.workspace_id.in_(ids)))
+        return {str(row.workspace_id): row for row in rows}
+
+
 def update(state: State, workspace_id: str, values: dict[str, t.Any]) -> None:
     """Store ``values`` (column: value) for a workspace, creating its row when
     missing, in transactions of the extension's own."""

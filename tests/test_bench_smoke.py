@@ -5,7 +5,8 @@ lost nothing, the stand-in received every message of the baseline run that
 has room for them, the inbound runs stored events without errors, and every
 segment shape was counted on both databases with the same answers (the data is
 generated from the same seed on each); the outbox part claimed full batches
-at every size on both databases and pruned every old sent row.
+at every size on both databases and pruned every old sent row; the tenants
+part delivered every completion once, however many workspaces they came from.
 """
 
 from __future__ import annotations
@@ -97,3 +98,17 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
         assert result["claim_ms"] > 0 and result["prune_rows_per_s"] > 0, result
     assert "LockRows" in outbox[1]["plan"]  # the claim's plan, on PostgreSQL
     assert "| database | rows | claim ms |" in run.stdout
+
+    tenants = data["tenants"]
+    assert [(r["workers"], r["workspaces"]) for r in tenants] == [
+        (1, 1),
+        (1, 10),
+        (1, 30),
+        (2, 1),
+        (2, 10),
+        (2, 30),
+    ]
+    for result in tenants:
+        assert result["received"] == 3 * result["n"], result
+        assert result["duplicates"] == 0 and result["late"] == 0, result
+    assert "| workers | workspaces | completions/s |" in run.stdout

@@ -122,8 +122,10 @@ def test_worker_killed_mid_batch_loses_nothing(app, segment, cli_env):
     )
     try:
         deadline = time.monotonic() + 30
-        while statuses(app).get("sending", 0) == 0:
-            assert time.monotonic() < deadline, "the worker never claimed the batch"
+        # Claimed, and the request at Segment (the claim comes first: killed
+        # between the two, the delay would hit the next worker's request).
+        while statuses(app).get("sending", 0) == 0 or segment.requests == 0:
+            assert time.monotonic() < deadline, "the worker never sent the batch"
             time.sleep(0.05)
     finally:
         kill_worker(proc)  # its work horse, mid-send, too

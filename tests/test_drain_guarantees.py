@@ -17,7 +17,8 @@ from flask import Flask
 from flask_refiner_segment.config import DEFAULTS
 from flask_refiner_segment.outbound import kick
 from flask_refiner_segment.outbound import outbox
-from flask_refiner_segment.outbound.sender import Drain
+from flask_refiner_segment.outbound import ready
+from flask_refiner_segment.outbound.serve import Drain
 from flask_refiner_segment.tables.base import utcnow
 from rq import Queue
 from rq.job import Job
@@ -45,8 +46,9 @@ def queue_of(app: Flask, connection: redis.Redis) -> Queue:
 
 
 def deliver_jobs(queue: Queue) -> int:
-    """Drain jobs waiting in ``queue``."""
-    return sum(1 for job in queue.get_jobs() if job.func_name == kick.DELIVER_JOB)
+    """Drain jobs (serve jobs, or a workspace's deliver job) waiting in ``queue``."""
+    drains = (kick.DELIVER_JOB, kick.SERVE_JOB)
+    return sum(1 for job in queue.get_jobs() if job.func_name in drains)
 
 
 # -- one drain job per workspace ---------------------------------------------
@@ -187,7 +189,8 @@ def test_a_recovery_round_kicks_due_workspaces_once_per_interval(app, redis_conn
     queue = queue_of(app, redis_conn)
     send_completion(app, 1)
     queue.empty()
-    redis_conn.delete(kick.kick_key("default"))  # its job was lost
+    # Its job was lost: the keys it held end within KICK_TTL.
+    redis_conn.delete(kick.kick_key("default"), ready.serve_key(0))
     with app.app_context():
         assert kick.recover(state, queue) == {"released": 0, "workspaces": 1}
         assert kick.recover(state, queue) is None  # another worker's round
@@ -197,7 +200,9 @@ def test_a_recovery_round_kicks_due_workspaces_once_per_interval(app, redis_conn
         later = utcnow() + dt.timedelta(hours=1)
         conn.execute(table.update().values(next_attempt_at=later))
     queue.empty()
-    redis_conn.delete(kick.kick_key("default"), kick.RECOVERY_KEY)
+    redis_conn.delete(
+        kick.kick_key("default"), ready.serve_key(0), ready.READY_KEY, kick.RECOVERY_KEY
+    )
     with app.app_context():
         assert kick.recover(state, queue) == {"released": 0, "workspaces": 0}
     assert deliver_jobs(queue) == 0  # in backoff: its retry is scheduled

@@ -262,62 +262,48 @@ def test_one_job_drains_what_arrives_while_it_runs(app, segment, redis_url):
 
 
 def test_kicks_seen_are_reused_and_the_last_look_catches_up(
-    make_app, segment, redis_url
+    make_app, segment, redis_url, monkeypatch
 ):
-    """A process that saw a drain's kick key skips Redis for KICK_CACHE_SECONDS;
-    a completion it records after the drain deleted the key is still sent."""
+    """A process that saw a workspace's kick key skips Redis for
+    KICK_CACHE_SECONDS; a completion it records after the turn claimed is
+    still sent, by the turn's last look."""
     import redis
 
     app = make_app(REFINER_SEGMENT_KICK_CACHE_SECONDS=1.5)
     connection = redis.Redis.from_url(redis_url)
+    state = app.extensions["refiner_segment"]
+    asked: list[int] = []  # Redis commands of the request path, by thread
+    original = state.redis.execute_command
 
-    def sets() -> int:
-        stats = connection.info("commandstats").get("cmdstat_set", {})
-        return int(stats.get("calls", 0))
+    def counting(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        asked.append(threading.get_ident())
+        return original(*args, **kwargs)
 
-    send_completion(app, 1)  # SET NX: the key is new, a job is queued
-    send_completion(app, 2)  # finds the key taken: remembered, and counted
-    before = sets()
-    send_completion(app, 3)
-    assert sets() == before  # within the window: no Redis round trip
-    key = "refiner_segment:kick:default"
+    monkeypatch.setattr(state.redis, "execute_command", counting)
+
+    def calls() -> int:
+        return asked.count(threading.get_ident())
+
+    segment.set_fault(delay=0.5, times=1)  # the first batch takes a while
+    send_completion(app, 1)  # the key is new: readied, a serve job queued
+    done: list[bool] = []
 
     def late() -> None:
         deadline = time.monotonic() + 10
-        while connection.exists(key) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        # The drain deleted the key and waits before its last look.
-        before_late = sets()
-        send_completion(app, 4)
-        assert sets() == before_late  # still skipped
-        done.append(True)
+        while segment.requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the turn claimed #1 and sends it
+        send_completion(app, 2)  # finds the key taken: remembered, and counted
+        before = calls()
+        send_completion(app, 3)
+        done.append(calls() == before)  # within the window: no Redis at all
 
-    done: list[bool] = []
     thread = threading.Thread(target=late)
     thread.start()
-    run_worker(app, redis_url)  # the last look kicks a job for #4; burst runs it
+    run_worker(app, redis_url)  # the serve job waits for the last look
     thread.join()
     assert done == [True]
-    assert statuses(app) == {"sent": 4}
-    assert len(segment.messages) == 12
-    connection.close()
-
-
-def test_a_job_waits_only_when_another_process_found_its_key(app, redis_url):
-    """The kick key counts who found it taken: only then must the job wait
-    KICK_CACHE_SECONDS before its last look."""
-    import redis
-    from flask_refiner_segment.outbound import kick as _queue
-
-    state = app.extensions["refiner_segment"]
-    connection = redis.Redis.from_url(redis_url)
-    with app.app_context():
-        assert _queue.kick(state, "ws-a")  # creates the key, queues a job
-        assert _queue.release_kick(connection, "ws-a") is False
-        assert _queue.kick(state, "ws-b")
-        assert _queue.kick(state, "ws-b", reuse=True)  # found it taken
-        assert connection.pttl(_queue.kick_key("ws-b")) > 0  # INCR kept the TTL
-        assert _queue.release_kick(connection, "ws-b") is True
-        assert _queue.release_kick(connection, "ws-c") is True  # gone: unknown
-    assert not connection.exists(_queue.kick_key("ws-a"), _queue.kick_key("ws-b"))
+    assert statuses(app) == {"sent": 3}
+    assert len(segment.messages) == 9
+    assert segment.requests == 2  # #1, then #2 and #3 by the last look
+    assert not connection.exists("refiner_segment:kick:default")
     connection.close()

@@ -1,20 +1,22 @@
-"""flask_refiner_segment.outbound.kick: the kick key, drain jobs by dotted path,
-scheduled retries, the sweep, requeue; on a real Redis and RQ.
+"""flask_refiner_segment.outbound.kick: the kick key, the ready set and serve
+jobs by dotted path, scheduled retries, the sweep, requeue; on a real Redis and RQ.
 
-The drain job's use of the kick key (release_kick's count, the last look) is
-tested end to end in test_jobs.py.
+A turn's use of the kick key (end_turn's count, the last look) is tested end
+to end in test_jobs.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 import typing as t
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_refiner_segment.outbound import kick
+from flask_refiner_segment.outbound import ready
 from flask_refiner_segment.outbound import record
 from flask_refiner_segment.tables import outbound as models
 from flask_refiner_segment.testing.embedded_redis import free_port
@@ -32,6 +34,11 @@ def queue_of(app: Flask, redis_conn: t.Any) -> Queue:
 
 def queued(app: Flask, redis_conn: t.Any) -> list[Job]:
     return list(queue_of(app, redis_conn).jobs)
+
+
+def waiting(redis_conn: t.Any) -> list[str]:
+    """The workspaces in the ready set, earliest first."""
+    return [w.decode() for w in redis_conn.zrange(ready.READY_KEY, 0, -1)]
 
 
 def scheduled(app: Flask, redis_conn: t.Any) -> list[tuple[Job, dt.datetime]]:
@@ -56,7 +63,7 @@ def pending_row(workspace_id: str, n: int) -> dict[str, t.Any]:
     }
 
 
-def test_kick_creates_the_key_and_queues_one_deliver_job_by_dotted_path(
+def test_kick_creates_the_key_readies_the_workspace_and_queues_one_serve_job(
     app, redis_conn
 ):
     state = state_of(app)
@@ -65,10 +72,12 @@ def test_kick_creates_the_key_and_queues_one_deliver_job_by_dotted_path(
     key = kick.kick_key("ws-a")
     assert redis_conn.get(key) == b"1"  # SET NX "0", then INCR
     assert 0 < redis_conn.pttl(key) <= state.config.kick_ttl * 1000
+    assert waiting(redis_conn) == ["ws-a"]
+    assert redis_conn.exists(ready.serve_key(0))
     (job,) = queued(app, redis_conn)
-    assert job.func_name == "flask_refiner_segment.outbound.jobs.deliver"
-    assert job.func_name == kick.DELIVER_JOB
-    assert job.args == ("ws-a",)
+    assert job.func_name == "flask_refiner_segment.outbound.jobs.serve"
+    assert job.func_name == kick.SERVE_JOB
+    assert job.args == (0,)
     assert job.kwargs == {}
     # The job carries the configured timeout and RQ retries, nothing secret.
     assert job.timeout == state.config.job_timeout
@@ -76,18 +85,27 @@ def test_kick_creates_the_key_and_queues_one_deliver_job_by_dotted_path(
     assert state.config.write_key not in repr(job.args)
 
 
-def test_a_second_kick_while_the_key_exists_queues_nothing(app, redis_conn):
+def test_kicks_of_many_workspaces_queue_one_serve_job(app, redis_conn):
     state = state_of(app)
     with app.app_context():
         assert kick.kick(state, "ws-a")
         assert kick.kick(state, "ws-a")
         assert kick.kick(state, "ws-a")
         assert kick.kick(state, "ws-b")  # another workspace has its own key
-    jobs = queued(app, redis_conn)
-    assert [job.args for job in jobs] == [("ws-a",), ("ws-b",)]
+    assert [job.args for job in queued(app, redis_conn)] == [(0,)]
+    assert waiting(redis_conn) == ["ws-a", "ws-b"]  # in the order kicked
     # Every caller that found the key taken was counted.
     assert redis_conn.get(kick.kick_key("ws-a")) == b"3"
     assert redis_conn.get(kick.kick_key("ws-b")) == b"1"
+
+
+def test_a_kick_after_the_serve_job_left_queues_another(app, redis_conn):
+    state = state_of(app)
+    with app.app_context():
+        assert kick.kick(state, "ws-a")
+        redis_conn.delete(ready.serve_key(0))  # the job stopped
+        assert kick.kick(state, "ws-b")
+    assert [job.args for job in queued(app, redis_conn)] == [(0,), (0,)]
 
 
 def test_reuse_skips_redis_after_finding_the_key_taken(make_app, redis_conn):
@@ -96,25 +114,20 @@ def test_reuse_skips_redis_after_finding_the_key_taken(make_app, redis_conn):
     state = state_of(app)
     with app.app_context():
         assert kick.kick(state, "ws-a")  # created: nothing remembered
-        redis_conn.delete(kick.kick_key("ws-a"))
-        assert kick.kick(state, "ws-a", reuse=True)  # created again: a new job
-        assert len(queued(app, redis_conn)) == 2
+        redis_conn.delete(kick.kick_key("ws-a"), ready.READY_KEY)
+        assert kick.kick(state, "ws-a", reuse=True)  # created again: readied
+        assert waiting(redis_conn) == ["ws-a"]
         assert kick.kick(state, "ws-a", reuse=True)  # found taken: remembered
-        redis_conn.delete(kick.kick_key("ws-a"))
+        redis_conn.delete(kick.kick_key("ws-a"), ready.READY_KEY)
         # Within the window a reusing kick does not ask Redis at all...
         assert kick.kick(state, "ws-a", reuse=True)
         assert not redis_conn.exists(kick.kick_key("ws-a"))
-        assert len(queued(app, redis_conn)) == 2
+        assert waiting(redis_conn) == []
         # ... only for that workspace; and a kick without reuse always asks.
         assert kick.kick(state, "ws-b", reuse=True)
         assert kick.kick(state, "ws-a")
     assert redis_conn.exists(kick.kick_key("ws-a"), kick.kick_key("ws-b")) == 2
-    assert [job.args for job in queued(app, redis_conn)] == [
-        ("ws-a",),
-        ("ws-a",),
-        ("ws-b",),
-        ("ws-a",),
-    ]
+    assert waiting(redis_conn) == ["ws-b", "ws-a"]
 
 
 def test_reuse_with_a_zero_window_asks_redis_every_time(make_app, redis_conn):
@@ -123,23 +136,34 @@ def test_reuse_with_a_zero_window_asks_redis_every_time(make_app, redis_conn):
     with app.app_context():
         assert kick.kick(state, "ws-a")
         assert kick.kick(state, "ws-a", reuse=True)  # found taken
-        redis_conn.delete(kick.kick_key("ws-a"))
+        redis_conn.delete(kick.kick_key("ws-a"), ready.READY_KEY)
         assert kick.kick(state, "ws-a", reuse=True)
     assert redis_conn.get(kick.kick_key("ws-a")) == b"1"
-    assert len(queued(app, redis_conn)) == 2
+    assert waiting(redis_conn) == ["ws-a"]
 
 
-def test_release_kick_deletes_the_key_and_treats_a_foreign_value_as_seen(
-    app, redis_conn
-):
+def test_end_turn_deletes_the_key_or_keeps_it_for_a_last_look(app, redis_conn):
     state = state_of(app)
     with app.app_context():
         kick.kick(state, "ws-a")
-    assert kick.release_kick(redis_conn, "ws-a") is False  # only its creator
+        kick.kick(state, "ws-b")
+        kick.kick(state, "ws-b", reuse=True)  # another process counted on it
+    assert ready.pop(redis_conn, 10) == (["ws-a", "ws-b"], 0)
+    # Only its creator counted on ws-a's key: the turn ends, the key goes.
+    assert ready.end_turn(state, redis_conn, "ws-a") is False
     assert not redis_conn.exists(kick.kick_key("ws-a"))
-    redis_conn.set(kick.kick_key("ws-a"), b"not-a-count")
-    assert kick.release_kick(redis_conn, "ws-a") is True
-    assert not redis_conn.exists(kick.kick_key("ws-a"))
+    # ws-b's: kept, count reset, and a last look KICK_CACHE_SECONDS later.
+    before = time.time()
+    assert ready.end_turn(state, redis_conn, "ws-b") is True
+    assert redis_conn.get(kick.kick_key("ws-b")) == b"1"
+    [(ws, due)] = redis_conn.zrange(ready.READY_KEY, 0, -1, withscores=True)
+    assert ws == b"ws-b" and due >= before + state.config.kick_cache_seconds
+    assert ready.pop(redis_conn, 10) == ([], 0)  # not due yet
+    assert ready.end_turn(state, redis_conn, "ws-b") is False  # nobody since
+    # A foreign value, or a key gone (expired): a last look, to be sure.
+    redis_conn.set(kick.kick_key("ws-c"), b"not-a-count")
+    assert ready.end_turn(state, redis_conn, "ws-c") is True
+    assert ready.end_turn(state, redis_conn, "ws-d") is True
 
 
 def test_kick_returns_false_when_redis_is_unreachable(make_app, caplog):
@@ -262,9 +286,8 @@ def test_requeue_releases_stale_claims_and_kicks_each_workspace(app, redis_conn,
     released = 2 if force else 1
     assert result == {"released": released, "workspaces": 2 + released}
     expected = {"ws-a", "ws-b", "ws-c"} | ({"ws-d"} if force else set())
-    jobs = queued(app, redis_conn)
-    assert all(job.func_name == kick.DELIVER_JOB for job in jobs)
-    assert sorted(job.args[0] for job in jobs) == sorted(expected)
+    assert sorted(waiting(redis_conn)) == sorted(expected)
+    assert [job.func_name for job in queued(app, redis_conn)] == [kick.SERVE_JOB]
     assert _status(app)["r-5"] == (models.PENDING if force else models.SENDING)
     assert _status(app)["r-4"] == models.PENDING
 
@@ -277,7 +300,7 @@ def test_retry_failed_kicks_the_workspaces_of_what_it_retried(app, redis_conn):
         _set(app, rid, status=models.FAILED)
     with app.app_context():
         assert kick.retry_failed(state, "ws-b") == 2
-        assert sorted(j.args[0] for j in queued(app, redis_conn)) == ["ws-b"]
+        assert waiting(redis_conn) == ["ws-b"]
         assert kick.retry_failed(state) == 1
-    assert sorted(j.args[0] for j in queued(app, redis_conn)) == ["ws-a", "ws-b"]
+    assert sorted(waiting(redis_conn)) == ["ws-a", "ws-b"]
     assert set(_status(app).values()) == {models.PENDING}

@@ -261,6 +261,41 @@ def test_fault_fail_message_ids(segment: t.Any) -> None:
     assert post(segment, [track("bad")]).status_code == 200
 
 
+def test_a_fault_of_one_write_key_leaves_the_others(segment: t.Any) -> None:
+    other = ("wk_other_5678", "")
+    segment.set_fault(status=503, write_key="wk_other_5678")
+    assert post(segment, [track(1)]).status_code == 200
+    data = json.dumps({"batch": [track(2)]})
+    headers = {"Content-Type": "application/json"}
+    answers = [
+        requests.post(segment.url + "/v1/batch", data=data, headers=headers, auth=other)
+        for _ in range(2)
+    ]
+    assert [a.status_code for a in answers] == [503, 503]
+    segment.set_fault(status=500, times=1, write_key="wk_other_5678")
+    assert post(segment, [track(3)]).status_code == 200
+    assert [
+        requests.post(
+            segment.url + "/v1/batch", data=data, headers=headers, auth=other
+        ).status_code
+        for _ in range(2)
+    ] == [500, 200]
+    segment.set_fault(status=503, write_key="wk_other_5678")
+    segment.clear_faults("wk_other_5678")
+    assert post(segment, [track(4)], extra={}).status_code == 200
+    assert segment.message_ids() == ["m-1", "m-3", "m-2", "m-4"]
+    assert requests.post(
+        segment.url + "/faults", json={"status": 503, "write_key": KEY}
+    ).json()["success"]
+    assert post(segment, [track(5)]).status_code == 503
+    requests.post(segment.url + "/faults", json={})  # clears every fault
+    assert post(segment, [track(5)]).status_code == 200
+    assert (
+        requests.post(segment.url + "/faults", json={"write_key": ""}).status_code
+        == 400
+    )
+
+
 def test_faults_over_http(segment: t.Any) -> None:
     url = segment.url + "/faults"
     assert requests.post(url, json={"status": 500, "times": 1}).json()["success"]

@@ -22,7 +22,8 @@ from ..state import get_state
 from . import fallback
 from . import kick
 from . import retention
-from .sender import Drain
+from .serve import Drain
+from .serve import Server
 
 
 def _app() -> Flask:
@@ -42,11 +43,22 @@ def _job_queue(state: State) -> Queue:
     return state.queue
 
 
+def serve(slot: int = 0) -> dict[str, int]:
+    """Take turns of the due workspaces until none is due (see :mod:`.serve`).
+
+    ``slot``: the serve slot whose key the kick (or another serve job) took.
+    """
+    with _app().app_context():
+        state = get_state()
+        return Server(state, _job_queue(state), slot).run()
+
+
 def deliver(workspace_id: str, *, scheduled: bool = False) -> dict[str, int]:
-    """Drain the workspace's due pending deliveries in batch requests.
+    """A workspace's turn now, then every due workspace's (a serve job).
 
     ``scheduled``: a retry enqueued for when a backoff ends, which did not
-    create the workspace's kick key (a kick did for the other drain jobs).
+    create the workspace's kick key. Without it, a job queued by a kick of an
+    earlier version (one job per workspace), whose key is held.
     """
     with _app().app_context():
         state = get_state()

@@ -1,8 +1,12 @@
 """Redis and RQ: the connection, the queue, and the whole kick protocol.
 
-A *kick* makes sure one drain job per workspace is queued; a *retry* schedules
-one for when a backoff ends; the *sweep* is the periodic recovery job. Jobs are
-enqueued by dotted path, so nothing here imports :mod:`.jobs`.
+A *kick* puts a workspace in the *ready* set (a sorted set: workspace → when
+its turn is due) and makes sure a *serve* job runs; serve jobs (any number, on
+any worker) take turns of the due workspaces (:mod:`.serve`). A workspace's
+kick key lives while it waits in the ready set or has its turn, so kicks
+meanwhile cost one round trip and queue nothing. A *retry* schedules a
+``deliver`` job for when a backoff ends; the *sweep* is the periodic recovery
+job. Jobs are enqueued by dotted path, so nothing here imports :mod:`.jobs`.
 """
 
 from __future__ import annotations
@@ -20,18 +24,15 @@ from rq.scheduler import RQScheduler
 
 from . import fallback
 from . import outbox
+from . import ready
+from .ready import KEY_PREFIX
+from .ready import kick_key
 
 if t.TYPE_CHECKING:
     from ..config import Config
     from ..state import State
 
 logger = logging.getLogger("flask_refiner_segment")
-
-KEY_PREFIX = "refiner_segment:"
-
-
-def kick_key(workspace_id: str) -> str:
-    return f"{KEY_PREFIX}kick:{workspace_id}"
 
 
 def retry_key(workspace_id: str) -> str:
@@ -45,6 +46,7 @@ RECOVERY_KEY = KEY_PREFIX + "recovery"
 
 #: The RQ jobs, by dotted path.
 DELIVER_JOB = "flask_refiner_segment.outbound.jobs.deliver"
+SERVE_JOB = "flask_refiner_segment.outbound.jobs.serve"
 RECORD_JOB = "flask_refiner_segment.outbound.jobs.record_completion"
 SWEEP_JOB = "flask_refiner_segment.outbound.jobs.sweep"
 FALLBACK_JOB = "flask_refiner_segment.outbound.jobs.drain_fallback"
@@ -78,18 +80,38 @@ def job_options(state: State) -> dict[str, t.Any]:
     }
 
 
-def kick(state: State, workspace_id: str, *, reuse: bool = False) -> bool:
-    """Make sure a drain job for ``workspace_id`` is queued.
+#: Kick: create the workspace's kick key (``SET NX``) and count the caller
+#: (``INCR``); the creator puts the workspace in the ready set, due now (an
+#: earlier due time stays), and takes serve slot 0 when free. Returns 0 (the
+#: key was taken), 1 (created; a serve job is queued or running) or 2
+#: (created; the caller enqueues serve job 0).
+_KICK = """
+local created = redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[1])
+redis.call('INCR', KEYS[1])
+if not created then return 0 end
+local due = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if (not due) or tonumber(due) > tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+end
+if redis.call('SET', KEYS[3], '0', 'NX', 'PX', ARGV[1]) then return 2 end
+return 1
+"""
 
-    One round trip: ``SET NX`` of the workspace's kick key and ``INCR`` of it,
-    atomically. The job is enqueued only by the caller that created the key.
-    A drain job keeps the key while it drains; when it stops it deletes the key
-    and looks once more for due deliveries, so a completion committed before a
-    failed ``SET NX`` is seen by that look. With ``reuse`` (the request path)
-    a process that found the key taken skips Redis for ``KICK_CACHE_SECONDS``;
-    the ``INCR`` tells the job, which then waits that long before its last
-    look. Returns ``False`` when Redis is unreachable: the delivery is already
-    in the database and the next sweep or ``requeue`` picks it up.
+
+def kick(state: State, workspace_id: str, *, reuse: bool = False) -> bool:
+    """Make sure ``workspace_id`` gets a turn soon: in the ready set, a serve
+    job queued or running.
+
+    One round trip (a Lua script): ``SET NX`` of the workspace's kick key and
+    ``INCR`` of it; the caller that created the key puts the workspace in the
+    ready set and, when no serve job holds slot 0, enqueues one. The key
+    stays while the workspace waits and has its turn; the turn ends by
+    deleting it, or, when another process counted on it, by a last look
+    ``KICK_CACHE_SECONDS`` later, so a completion committed before a failed
+    ``SET NX`` is seen. With ``reuse`` (the request path) a process that found
+    the key taken skips Redis for ``KICK_CACHE_SECONDS``. Returns ``False``
+    when Redis is unreachable: the delivery is already in the database and the
+    next sweep or ``requeue`` picks it up.
     """
     seen: dict[str, float] = state.local("kick_seen", dict)
     now = time.monotonic()
@@ -97,17 +119,18 @@ def kick(state: State, workspace_id: str, *, reuse: bool = False) -> bool:
         return True
     key = kick_key(workspace_id)
     try:
-        pipe = state.redis.pipeline(transaction=True)
-        pipe.set(key, b"0", nx=True, px=int(state.config.kick_ttl * 1000))
-        pipe.incr(key)
-        created = pipe.execute()[0]
-        if created:
+        ttl = int(state.config.kick_ttl * 1000)
+        created = ready.script(state.redis, _KICK)(
+            keys=[key, ready.READY_KEY, ready.serve_key(0)],
+            args=[ttl, workspace_id, repr(time.time())],
+        )
+        if created == 2:
             try:
-                state.queue.enqueue(DELIVER_JOB, workspace_id, **job_options(state))
+                enqueue_serve(state, state.queue, 0)
             except Exception:
-                state.redis.delete(key)
+                state.redis.delete(key, ready.serve_key(0))
                 raise
-        else:
+        elif not created:
             # ``now`` was taken before the key was seen: the window ends no
             # later than KICK_CACHE_SECONDS after the key existed.
             seen[workspace_id] = now + state.config.kick_cache_seconds
@@ -152,18 +175,21 @@ def scheduler_active(connection: redis.Redis, queue_name: str) -> bool:
     return bool(connection.exists(RQScheduler.get_locking_key(queue_name)))
 
 
-def release_kick(connection: redis.Redis, workspace_id: str) -> bool:
-    """Delete the kick key (a drain job stops); ``True`` when a process other
-    than its creator found it taken (or it was gone), so may skip kicks for
-    ``KICK_CACHE_SECONDS`` from now."""
-    pipe = connection.pipeline(transaction=True)
-    pipe.get(kick_key(workspace_id))
-    pipe.delete(kick_key(workspace_id))
-    value = pipe.execute()[0]
+def enqueue_serve(state: State, queue: Queue, slot: int) -> None:
+    """Enqueue serve job ``slot`` (its key is already taken)."""
+    queue.enqueue(SERVE_JOB, slot, **job_options(state))
+
+
+def start_serve(state: State, queue: Queue, slot: int) -> bool:
+    """Enqueue serve job ``slot`` unless one holds the slot."""
+    if not ready.take_slot(state, queue.connection, slot):
+        return False
     try:
-        return value is None or int(value) > 1
-    except ValueError:
-        return True
+        enqueue_serve(state, queue, slot)
+    except Exception:
+        queue.connection.delete(ready.serve_key(slot))
+        raise
+    return True
 
 
 def schedule_retry(
@@ -260,12 +286,12 @@ def requeue(
 
     First the completions waiting in the Redis fallback are recorded. Then
     deliveries claimed by a worker that died (lease expired; with ``force`` every
-    claimed one) go back to pending, and a drain job is kicked for every
-    workspace with pending deliveries (with ``due_only``, deliveries due now).
+    claimed one) go back to pending, and every workspace with pending
+    deliveries (with ``due_only``, deliveries due now) is kicked.
     ``reset_kicks`` (an operator's ``requeue``, a worker starting) first deletes
-    the workspaces' kick keys, so a job is enqueued even if a lost one held the
-    key; the periodic sweep and poll keep them, so a running drain stays the
-    only one (a lost job's key expires within ``KICK_TTL``).
+    the workspaces' kick keys and serve slot 0, so a job is enqueued even if a
+    lost one held them; the periodic sweep and poll keep them, so a workspace
+    has one turn at a time (a lost job's keys expire within ``KICK_TTL``).
     Returns ``{"released": n, "workspaces": m}``.
     """
     recorded, _ = fallback.drain(state)
@@ -273,6 +299,9 @@ def requeue(
     if recorded:
         logger.info("Recorded %d completions from the Redis fallback.", recorded)
     released, pending = outbox.release_stale(state, force=force, due_only=due_only)
+    if reset_kicks:
+        # And serve slot 0, which a lost serve job may hold: a kick queues one.
+        state.redis.delete(ready.serve_key(0))
     for workspace_id in pending:
         if reset_kicks:
             state.redis.delete(kick_key(workspace_id))

@@ -1,4 +1,5 @@
-"""Sending to Segment: one drain of a workspace's due deliveries, and the test event.
+"""Sending to Segment: a workspace's turn (its due deliveries, in batches), and
+the test event. Turns are taken by serve jobs (:mod:`.serve`).
 
 The Segment client is built here only (:func:`make_client`), from the
 workspace's effective settings.
@@ -29,6 +30,7 @@ from .client import SegmentClient
 from .client import SendResult
 
 if t.TYPE_CHECKING:
+    import requests
     import sqlalchemy as sa
     from rq import Queue
 
@@ -38,8 +40,13 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("flask_refiner_segment")
 
 
-def make_client(state: State, current: WorkspaceSettings) -> SegmentClient:
-    """A client for the workspace's Segment source.
+def make_client(
+    state: State,
+    current: WorkspaceSettings,
+    session: requests.Session | None = None,
+) -> SegmentClient:
+    """A client for the workspace's Segment source (on ``session``, kept open,
+    when given).
 
     :raise LookupError: the workspace has no write key.
     """
@@ -51,6 +58,7 @@ def make_client(state: State, current: WorkspaceSettings) -> SegmentClient:
         connect_timeout=state.config.connect_timeout,
         read_timeout=state.config.read_timeout,
         retry_after_cap=state.config.retry_after_max,
+        session=session,
     )
 
 
@@ -117,55 +125,36 @@ def send_test(state: State, workspace_id: str | None = None) -> SendResult:
     return result
 
 
-class Drain:
-    """One drain of a workspace's due deliveries (the ``deliver`` job)."""
+class Turn:
+    """One workspace's turn: claim and send its due deliveries, batch after
+    batch, for at most ``TURN_SECONDS`` (at least one batch).
+
+    :meth:`run` returns ``"more"`` when deliveries are left due (the turn used
+    its time), ``"done"`` otherwise (nothing due, a retry scheduled, paused).
+    """
+
+    STATS = ("sent", "retry", "failed", "requests")
 
     def __init__(
         self,
         state: State,
         workspace_id: str,
         queue: Queue,
+        current: WorkspaceSettings,
         *,
-        scheduled: bool = False,
+        session: requests.Session | None = None,
     ) -> None:
         self.state = state
         self.workspace_id = workspace_id
         self.queue = queue
-        self.scheduled = scheduled
-        self.stats = {"sent": 0, "retry": 0, "failed": 0, "requests": 0}
+        self.settings = current
+        self.session = session
+        self.stats = dict.fromkeys(self.STATS, 0)
         self.paused = False
         self.client: SegmentClient | None = None
 
-    def run(self) -> dict[str, int]:
-        state, ws = self.state, self.workspace_id
-        connection = self.queue.connection
-        if self.scheduled and not kick.take_kick(state, connection, ws):
-            # Another drain job is queued or running: it drains what is due,
-            # and its follow-up schedules what is not.
-            logger.info("Workspace %r: a drain job is queued or running.", ws)
-            return self.stats
-        # A later retry gets scheduled anew. The kick key stays while this job
-        # drains (kept alive as it goes), so completions recorded meanwhile
-        # do not queue more jobs.
-        connection.delete(kick.retry_key(ws))
-        seen = True
-        try:
-            self._drain()
-        finally:
-            # From now on a completion kicks a new job.
-            seen = kick.release_kick(self.queue.connection, ws)
-        if not self.paused and self.client is not None:
-            if seen:
-                # A process that found the key taken may skip its kicks for this
-                # long (queue.kick): what it records meanwhile is seen below.
-                time.sleep(state.config.kick_cache_seconds)
-            self._follow_up()
-        kick.schedule_sweep(state, self.queue)
-        return self.stats
-
-    def _drain(self) -> None:
-        state, ws = self.state, self.workspace_id
-        current = settings.load(state, ws, fresh=True)
+    def run(self) -> str:
+        state, ws, current = self.state, self.workspace_id, self.settings
         if not current.sendable or current.paused:
             logger.info(
                 "Deliveries of workspace %r wait: %s.",
@@ -174,36 +163,31 @@ class Drain:
                 if current.paused
                 else current.skip_reason(None),
             )
-            return
-        self.settings = current
+            return "done"
         self.options = build_options(state, current)
-        self.client = make_client(state, current)
-        deadline = time.monotonic() + state.config.job_timeout / 2
-        started = utcnow()
-        size, linger = state.config.batch_size, state.config.batch_linger
+        self.client = make_client(state, current, self.session)
+        deadline = time.monotonic() + state.config.turn_seconds
+        size = state.config.batch_size
         try:
-            while not self.paused and time.monotonic() < deadline:
+            while True:
                 kick.keep_kick(state, self.queue.connection, ws)
-                # Keep draining what arrives meanwhile (one job, not one per
-                # kick, under steady load); once a batch is to be retried, only
-                # what was due at the start: a retry waits in a later job.
-                due_by = started if self.stats["retry"] else utcnow()
-                rows = outbox.claim(state, ws, size, due_by)
-                if not rows:
+                rows = outbox.claim(state, ws, size)
+                if rows:
+                    self._send_rows(rows)
+                if len(rows) < size or self.paused or self.stats["retry"]:
                     break
-                self._send_rows(rows)
-                if len(rows) < size and linger > 0 and not self.stats["retry"]:
-                    time.sleep(linger)  # let the next batch fill up
+                if time.monotonic() >= deadline:
+                    return "more"
         finally:
             self.client.close()
+        if self.stats["retry"]:
+            self._follow_up()
+        return "done"
 
     def _follow_up(self) -> None:
+        """After a retry: schedule the workspace's next attempt."""
         when = outbox.next_due(self.state, self.workspace_id)
-        if when is None:
-            return
-        if when <= utcnow():
-            kick.kick(self.state, self.workspace_id)
-        else:
+        if when is not None and when > utcnow():
             kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
 
     def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:

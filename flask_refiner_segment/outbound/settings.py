@@ -86,6 +86,32 @@ def load(state: State, workspace_id: str, *, fresh: bool = False) -> WorkspaceSe
     return settings
 
 
+def load_many(
+    state: State, workspace_ids: t.Sequence[str]
+) -> dict[str, WorkspaceSettings]:
+    """Current effective settings of several workspaces, in one query.
+
+    Always read from the database (a serve job runs longer than a request);
+    what is derived from a row (the write key decrypted, the host checked) is
+    kept per process and reused while the row's ``updated_at`` is unchanged.
+    """
+    rows = workspaces.stored_many(state, workspace_ids)
+    derived: dict[str, tuple[t.Any, WorkspaceSettings]] = state.local(
+        "settings_derived", dict
+    )
+    if len(derived) > 10_000:
+        derived.clear()
+    found = {}
+    for ws in workspace_ids:
+        row = rows.get(ws)
+        stamp = None if row is None else (row.updated_at, row.id)
+        hit = derived.get(ws)
+        if hit is None or hit[0] != stamp:
+            hit = derived[ws] = (stamp, _effective(state, ws, row))
+        found[ws] = hit[1]
+    return found
+
+
 def invalidate(state: State, workspace_id: str | None = None) -> None:
     """Forget cached settings after a change."""
     if workspace_id is None:

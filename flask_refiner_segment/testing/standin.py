@@ -10,7 +10,8 @@ be told to fail. Use :func:`serve` for a thread, mount it as a WSGI app, or run
 
 ``GET /`` shows the calls received, ``GET /messages`` returns them as JSON
 (``GET /stats`` only the counts), ``POST /reset`` forgets them, ``POST /faults``
-with a JSON object of :class:`Fault` fields programs a fault (``{}`` clears).
+with a JSON object of :class:`Fault` fields programs a fault (``{}`` clears),
+with ``"write_key"`` that write key's own (one tenant's source failing).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import dataclasses
 import datetime as dt
 import gc
 import json
@@ -34,6 +34,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
+from .standin_faults import Fault
 from .standin_page import render_page
 from .standin_requests import MAX_BATCH_MESSAGES
 from .standin_requests import MAX_MESSAGE_BYTES
@@ -49,20 +50,6 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """What to do instead of answering normally. ``status`` (with ``Retry-After:
-    retry_after``) and ``delay`` (seconds) apply to the next ``times`` requests,
-    ``None``: until cleared. A batch holding one of ``fail_message_ids`` gets 400
-    until cleared."""
-
-    status: int | None = None
-    times: int | None = None
-    retry_after: str | None = None
-    delay: float = 0.0
-    fail_message_ids: frozenset[str] = frozenset()
 
 
 class SegmentStandIn:
@@ -88,6 +75,8 @@ class SegmentStandIn:
         self.freeze_gc = freeze_gc
         self.url: str | None = None
         self.fault = Fault()
+        #: Faults of one write key (as sent in Basic auth), instead of ``fault``.
+        self.key_faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._generation = 0
@@ -120,26 +109,37 @@ class SegmentStandIn:
         retry_after: str | float | None = None,
         delay: float = 0.0,
         fail_message_ids: t.Iterable[str] = (),
+        write_key: str | None = None,
     ) -> None:
-        """Replace the current fault with this :class:`Fault`."""
+        """Replace the current fault with this :class:`Fault`; with
+        ``write_key``, only that write key's (the others answer as before)."""
         checks = {
             "status": status is None or type(status) is int and 100 <= status <= 599,
             "times": times is None or type(times) is int and times >= 0,
             "delay": isinstance(delay, (int, float)) and 0 <= delay <= 600,
             "fail_message_ids": not isinstance(fail_message_ids, (str, bytes)),
+            "write_key": write_key is None or isinstance(write_key, str) and write_key,
         }
         if not all(checks.values()):
             bad = ", ".join(name for name, ok in checks.items() if not ok)
             raise ValueError(f"invalid fault: {bad}")
         after = None if retry_after is None else str(retry_after)
         ids = frozenset(str(i) for i in fail_message_ids)
+        fault = Fault(status, times, after, float(delay), ids)
         with self._lock:
-            self.fault = Fault(status, times, after, float(delay), ids)
+            if write_key is None:
+                self.fault = fault
+            else:
+                self.key_faults[write_key] = fault
 
-    def clear_faults(self) -> None:
-        """Answer normally again."""
+    def clear_faults(self, write_key: str | None = None) -> None:
+        """Answer normally again (with ``write_key``: to that key)."""
         with self._lock:
-            self.fault = Fault()
+            if write_key is None:
+                self.fault = Fault()
+                self.key_faults.clear()
+            else:
+                self.key_faults.pop(write_key, None)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until at least ``count`` messages were accepted."""
@@ -195,21 +195,21 @@ class SegmentStandIn:
             if not isinstance(spec, dict):
                 return error_response(400, "invalid_request", "send a JSON object")
             try:
-                self.set_fault(**spec)
+                self.set_fault(**spec) if spec else self.clear_faults()
             except (TypeError, ValueError) as exc:
                 return error_response(400, "invalid_fault", str(exc))
             return json_response({"success": True})
         return error_response(404, "not_found", f"no endpoint {method} {path}")
 
-    def _take_fault(self) -> Fault:
+    def _take_fault(self, key: str | None) -> Fault:
         with self._lock:
-            fault, times = self.fault, self.fault.times
-            if times is not None and (fault.status is not None or fault.delay):
-                if times <= 1:  # used up: only fail_message_ids stay
-                    self.fault = Fault(fail_message_ids=fault.fail_message_ids)
-                    fault = fault if times == 1 else self.fault
-                else:
-                    self.fault = dataclasses.replace(fault, times=times - 1)
+            own = key is not None and key in self.key_faults
+            fault = self.key_faults[t.cast(str, key)] if own else self.fault
+            fault, after = fault.take()
+            if own:
+                self.key_faults[t.cast(str, key)] = after
+            else:
+                self.fault = after
             return fault
 
     def _authorized(self, key: t.Any) -> bool:
@@ -227,20 +227,23 @@ class SegmentStandIn:
             generation = self._generation
             if self.keep_bodies:
                 self.bodies.append(raw)
-        fault = self._take_fault()
-        if fault.delay:
-            time.sleep(fault.delay)
-        if fault.status is not None:
-            after = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            return error_response(fault.status, "fault", "injected fault", **after)
         header = request.headers.get("Authorization", "")
         basic = header[:6].lower() == "basic "
+        key = ""
         if basic:
             try:
                 key = base64.b64decode(header[6:], validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 key = ""
-            if not self._authorized(key.partition(":")[0]):
+            key = key.partition(":")[0]
+        fault = self._take_fault(key or None)
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.status is not None:
+            after = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return error_response(fault.status, "fault", "injected fault", **after)
+        if basic:
+            if not self._authorized(key):
                 return error_response(401, "unauthorized", "invalid write key")
         if len(raw) > MAX_REQUEST_BYTES:
             return error_response(400, "request_too_large", "request body over 500 KB")
