@@ -106,16 +106,21 @@ def gunicorn(database_url: str, redis_url: str, workers: int = 2) -> t.Iterator[
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(400):
+        # Ready when it answers; a loaded machine may take its time to import
+        # the app (a read timeout is "not yet", as a refused connection is).
+        deadline = time.monotonic() + 120
+        while True:
             try:
-                requests.post(url + "/bare", timeout=2)
+                requests.post(url + "/bare", timeout=10)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if proc.poll() is not None:
                     break
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    break
                 time.sleep(0.05)
-        else:
-            proc.kill()
         if proc.poll() is not None:
             log.seek(0)
             raise RuntimeError("gunicorn did not start:\n" + log.read().decode())
