@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -389,12 +390,9 @@ def main(argv: t.Sequence[str] | None = None) -> None:
     standin.url = f"http://{args.host}:{server.server_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"Segment stand-in on {standin.url}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.server_close()
 
 
 if __name__ == "__main__":
