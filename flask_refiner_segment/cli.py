@@ -9,6 +9,7 @@ import click
 import redis
 from flask.cli import AppGroup
 
+from . import erasure
 from .inbound.cli import register as _register_inbound
 from .outbound import fallback
 from .outbound import kick
@@ -171,6 +172,37 @@ def send_test(workspace_id: str | None) -> None:
         click.echo(result.body)
     if result.outcome != "ok":
         raise SystemExit(1)
+
+
+@cli.command("forget-user")
+@click.argument("user_id")
+@click.option(
+    "--workspace", "workspace_id", default=None, help="Workspace id (default: default)."
+)
+def forget_user(user_id: str, workspace_id: str | None) -> None:
+    """Erase what is stored about USER_ID: answers and traits in deliveries,
+    recorded answers, inbound traits, events, views and links.
+
+    Deliveries not sent yet are not sent. Segment keeps what it received: ask
+    Segment to delete the user too (README: Erasure).
+    """
+    state = get_state()
+    try:
+        n = erasure.forget_user(state, user_id, state.workspace(workspace_id))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"Forgot user {user_id!r}: {n['deliveries']} deliveries emptied"
+        f" ({n['cancelled']} not sent, now skipped), {n['responses']} recorded"
+        f" responses, {n['traits']} traits, {n['events']} events, {n['views']}"
+        f" views, {n['memberships']} account links, {n['profiles']} profile(s)."
+    )
+    if n["fallback"] < 0:
+        click.echo(
+            "Warning: Redis is unavailable, so completions waiting in the Redis"
+            " fallback were not checked; run this again once it is back.",
+            err=True,
+        )
 
 
 def _safe_url(url: str) -> str:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 
+from . import erasure
 from . import tables
 from .cli import cli
 from .config import library_version
@@ -181,6 +182,21 @@ class RefinerSegment:
         :raise LookupError: the workspace has no write key.
         """
         return sender.send_test(get_state(), workspace_id)
+
+    def forget_user(
+        self, user_id: str, workspace_id: str | None = None
+    ) -> dict[str, int]:
+        """Erase what the extension holds about a user (README: Erasure).
+
+        Answers and traits leave the user's deliveries (their ids and statuses
+        stay for the log), deliveries not sent yet are never sent, recorded
+        answers and inbound traits, events, views and links are deleted.
+        Returns the counts per part.
+
+        :raise ValueError: ``user_id`` is empty.
+        """
+        state = get_state()
+        return erasure.forget_user(state, user_id, state.workspace(workspace_id))
 
     # -- inbound (the functions' own docs: flask_refiner_segment.inbound.queries) --
 

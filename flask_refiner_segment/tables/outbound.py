@@ -20,7 +20,10 @@ SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
-STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED)
+#: A delivery recorded by a backfill: pending, but sent only by the backfill's
+#: own jobs (on their own queue), never ahead of live deliveries.
+BACKFILL = "backfill"
+STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED, BACKFILL)
 
 
 class OutboundModels(t.NamedTuple):
