@@ -63,6 +63,10 @@ DEFAULTS: dict[str, t.Any] = {
     # Defaults of per-workspace settings.
     "TRACK_EVENT": "Survey Completed",
     "TRAIT_PREFIX": "refiner_",
+    # Track event names of the survey_shown / survey_dismissed signals (sent
+    # only for workspaces that turned them on).
+    "SHOWN_EVENT": "Survey Shown",
+    "DISMISSED_EVENT": "Survey Dismissed",
     # Web.
     "URL_PREFIX": "/integrations/segment",
     "INBOUND_PATH": "/inbound",
@@ -112,6 +116,8 @@ class Config:
     settings_cache_seconds: float
     track_event: str
     trait_prefix: str
+    shown_event: str
+    dismissed_event: str
     url_prefix: str
     inbound_path: str
     base_template: str

@@ -26,6 +26,7 @@ from .inbound import queries
 from .inbound.views import make_inbound_blueprint
 from .outbound import hosttx
 from .outbound import kick
+from .outbound import lifecycle
 from .outbound import log
 from .outbound import receiver
 from .outbound import sender
@@ -61,6 +62,10 @@ class RefinerSegment:
         migrations).
     :param signal: the host's ``survey_completed`` signal; defaults to blinker's
         default-namespace ``signal("survey_completed")``.
+    :param shown_signal: the host's ``survey_shown`` signal (default: blinker's
+        default-namespace ``signal("survey_shown")``).
+    :param dismissed_signal: the host's ``survey_dismissed`` signal (default:
+        ``signal("survey_dismissed")``).
     """
 
     def __init__(
@@ -69,15 +74,21 @@ class RefinerSegment:
         *,
         db: SQLAlchemy,
         signal: blinker.Signal | None = None,
+        shown_signal: blinker.Signal | None = None,
+        dismissed_signal: blinker.Signal | None = None,
     ) -> None:
         self.db = db
         self.tables = tables.define(db)
         self.signal = (
             signal if signal is not None else blinker.signal("survey_completed")
         )
+        self.shown_signal = shown_signal or blinker.signal(lifecycle.SHOWN)
+        self.dismissed_signal = dismissed_signal or blinker.signal(lifecycle.DISMISSED)
         self._hooks = Hooks()
         # A bound method of this long-lived object: blinker's weak ref stays alive.
         self.signal.connect(self._on_survey_completed)
+        self.shown_signal.connect(self._on_survey_shown)
+        self.dismissed_signal.connect(self._on_survey_dismissed)
         if app is not None:
             self.init_app(app)
 
@@ -261,13 +272,28 @@ class RefinerSegment:
     # -- the receiver -------------------------------------------------------
 
     def _on_survey_completed(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state("survey_completed")
+        if state is not None:
+            receiver.receive(state, kwargs)
+
+    def _on_survey_shown(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state(lifecycle.SHOWN)
+        if state is not None:
+            lifecycle.receive(state, lifecycle.SHOWN, kwargs)
+
+    def _on_survey_dismissed(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state(lifecycle.DISMISSED)
+        if state is not None:
+            lifecycle.receive(state, lifecycle.DISMISSED, kwargs)
+
+    def _signal_state(self, name: str) -> State | None:
+        """The state of the current app when this instance registered it."""
         try:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
         except RuntimeError:
-            receiver.logger.error(
-                "survey_completed was sent outside an app context; ignored."
-            )
-            return
+            receiver.logger.error("%s was sent outside an app context; ignored.", name)
+            return None
         state = app.extensions.get(EXTENSION_KEY)
         if state is not None and state.owner is self:
-            receiver.receive(state, kwargs)
+            return t.cast(State, state)
+        return None

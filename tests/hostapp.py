@@ -17,6 +17,8 @@ from flask_sqlalchemy import SQLAlchemy
 
 signals = Namespace()
 survey_completed = signals.signal("survey_completed")
+survey_shown = signals.signal("survey_shown")
+survey_dismissed = signals.signal("survey_dismissed")
 
 
 def create_app(config: dict[str, t.Any] | None = None) -> Flask:
@@ -33,7 +35,12 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     app.config.update(config or {})
     db = SQLAlchemy()
     db.init_app(app)
-    refiner = RefinerSegment(db=db, signal=survey_completed)
+    refiner = RefinerSegment(
+        db=db,
+        signal=survey_completed,
+        shown_signal=survey_shown,
+        dismissed_signal=survey_dismissed,
+    )
     refiner.init_app(app)
     app.extensions["test_db"] = db
     with app.app_context():

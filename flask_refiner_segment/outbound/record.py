@@ -254,6 +254,47 @@ def _generic_upsert(
     return True
 
 
+def insert_event(
+    state: State,
+    row: dict[str, t.Any],
+    *,
+    connection: sa.Connection | None = None,
+) -> None:
+    """Record a survey lifecycle event as a pending delivery.
+
+    ``row`` holds ``workspace_id``, ``survey_id``, ``user_id`` and ``payload``
+    (canonical JSON of the event, :func:`..core.lifecycle.normalize_event`).
+    Each event is its own delivery: no response row, no deduplication here
+    (its ``event_id`` makes the messageId, which Segment deduplicates).
+
+    :raise sqlalchemy.exc.SQLAlchemyError: the database refused.
+    """
+    now = utcnow()
+    stmt = (
+        _table(state)
+        .insert()
+        .values(
+            workspace_id=row["workspace_id"],
+            survey_id=row.get("survey_id"),
+            user_id=row.get("user_id"),
+            payload=row["payload"],
+            content_hash=hashlib.sha256(row["payload"].encode()).hexdigest(),
+            status=models.PENDING,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=now,
+            retry_until=now + dt.timedelta(seconds=state.config.retry_window),
+        )
+    )
+    if connection is not None:
+        with connection.begin_nested():
+            connection.execute(stmt)
+        return
+    with state.db.engine.begin() as conn:
+        conn.execute(stmt)
+
+
 def insert_unsent(
     state: State,
     row: dict[str, t.Any],

@@ -59,6 +59,8 @@ def build_options(state: State, current: WorkspaceSettings) -> BuildOptions:
         trait_prefix=current.trait_prefix,
         event_name=current.track_event,
         library_version=state.version,
+        shown_event=state.config.shown_event,
+        dismissed_event=state.config.dismissed_event,
     )
 
 

@@ -118,6 +118,7 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
             no_control_characters,
         ],
     )
+    lifecycle_events = BooleanField("Also send survey shown and dismissed events")
     trait_prefix = StringField(
         "Trait prefix",
         filters=[_strip],

@@ -170,6 +170,7 @@ def _store(
         "enabled": bool(form.enabled.data),
         "track_event": form.track_event.data,
         "trait_prefix": form.trait_prefix.data or "",
+        "lifecycle_events": bool(form.lifecycle_events.data),
         "surveys": form.survey_ids(),
     }
     if key_changed:
@@ -259,6 +260,7 @@ def _fill(form: SettingsForm, current: WorkspaceSettings) -> None:
         form.custom_api_host.data = current.custom_api_host or ""
     form.track_event.data = current.track_event
     form.trait_prefix.data = current.trait_prefix
+    form.lifecycle_events.data = current.lifecycle_events
     form.send_all.data = "all" if current.surveys is None else "selected"
     form.surveys.data = sorted(current.surveys or ())
 
@@ -354,6 +356,8 @@ def _render(
         new_inbound_key=new_inbound_key,
         webhook_secret_hint=_secret_hint(state, row),
         private_hosts_allowed=config.allow_private_hosts,
+        shown_event=config.shown_event,
+        dismissed_event=config.dismissed_event,
         scheduler_missing=_scheduler_missing(state, counts),
     )
 
