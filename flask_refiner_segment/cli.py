@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from urllib.parse import urlsplit
 
 import click
 import redis
+import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from . import erasure
 from .inbound.cli import register as _register_inbound
+from .outbound import backfill as backfills
+from .outbound import backfill_send
 from .outbound import fallback
 from .outbound import kick
 from .outbound import log
@@ -53,6 +57,7 @@ def worker(burst: bool, simple: bool) -> None:
     queue = kick.make_queue(state.config, connection)
     try:
         recovered = kick.requeue(state)
+        backfill_send.resume(state)
         kick.schedule_sweep(state, queue)
     except redis.RedisError as exc:
         raise click.ClickException(
@@ -62,7 +67,13 @@ def worker(burst: bool, simple: bool) -> None:
         click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
     # Forked job processes must not share the parent's database connections.
     state.db.engine.dispose()
-    rq_worker = make_worker(state, queue, connection, simple=simple)
+    rq_worker = make_worker(
+        state,
+        queue,
+        connection,
+        simple=simple,
+        extra_queues=[backfill_send.make_queue(state, connection)],
+    )
     rq_worker.work(burst=burst, with_scheduler=True)
 
 
@@ -203,6 +214,102 @@ def forget_user(user_id: str, workspace_id: str | None) -> None:
             " fallback were not checked; run this again once it is back.",
             err=True,
         )
+
+
+@cli.command()
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Completions since this date (UTC), e.g. 2026-01-01.",
+)
+@click.option("--survey", "survey_id", default=None, help="Only this survey id.")
+@click.option(
+    "--dry-run", is_flag=True, help="Count what would be sent; record nothing."
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Send at most N completions a second (default: one batch at a time).",
+)
+@click.option(
+    "--workspace", "workspace_id", default=None, help="Workspace id (default: default)."
+)
+def backfill(
+    since: dt.datetime,
+    survey_id: str | None,
+    dry_run: bool,
+    rate: int | None,
+    workspace_id: str | None,
+) -> None:
+    """Send past completions from the host's completion source.
+
+    They are recorded as the signal would record them (a response already sent
+    with the same content is not sent again) and sent by the workers on the
+    backfill queue, never ahead of live deliveries. Interrupted, the same
+    command resumes where it stopped.
+    """
+    state = get_state()
+    ws = state.workspace(workspace_id)
+    try:
+        run = backfills.Backfill(
+            state,
+            ws,
+            since.replace(tzinfo=dt.timezone.utc),
+            survey_id=survey_id,
+            rate=rate,
+            dry_run=dry_run,
+        )
+    except backfills.BackfillError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"Redis is unavailable at {_safe_url(state.config.redis_url)}: {exc}"
+        ) from None
+    p = run.progress
+    if run.resumed:
+        click.echo(
+            f"Resuming the backfill started {p.started_at}: {p.seen} completions"
+            f" read already{f', going on from {p.cursor}' if p.cursor else ''}."
+        )
+    label = "Checking (dry run)" if dry_run else "Recording"
+    try:
+        with click.progressbar(
+            run.completions(),
+            label=label,
+            show_pos=True,
+            item_show_func=lambda _: f"{p.recorded} new, {p.unchanged} unchanged",
+        ) as bar:
+            for item in bar:
+                run.process(item)
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        click.echo(backfills.summary(p))
+        click.echo("Interrupted: run the same command again to resume.", err=True)
+        raise SystemExit(130) from None
+    except sa.exc.SQLAlchemyError as exc:
+        run.finish("failed", type(exc).__name__)
+        raise click.ClickException(
+            f"The database refused ({type(exc).__name__}) after {p.seen} completions:"
+            " run the same command again to resume."
+        ) from None
+    except Exception as exc:
+        run.finish("failed", f"{type(exc).__name__}: {exc}"[:500])
+        raise click.ClickException(
+            f"The completion source raised {type(exc).__name__}: {exc}"
+            f" (after {p.seen} completions); run the same command again to resume."
+        ) from None
+    run.finish()
+    click.echo(backfills.summary(p))
+    if dry_run:
+        return
+    waiting = backfill_send.waiting(state, ws)
+    pace = f" at most {rate} a second" if rate else ""
+    click.echo(
+        f"{waiting} deliveries wait to be sent{pace} by `flask refiner-segment"
+        f" worker` (queue {state.config.backfill_queue!r}), after live ones."
+    )
 
 
 def _safe_url(url: str) -> str:

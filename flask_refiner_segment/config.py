@@ -27,6 +27,9 @@ DEFAULTS: dict[str, t.Any] = {
     # Redis and RQ.
     "REDIS_URL": None,  # None: $REDIS_URL, then redis://localhost:6379/0
     "QUEUE": "refiner_segment",
+    # The queue of backfill jobs: workers take live jobs first, and a backfill
+    # job does one batch at a time, so live deliveries never wait behind it.
+    "BACKFILL_QUEUE": "refiner_segment_backfill",
     "JOB_TIMEOUT": 300,
     # RQ retries of a drain job that crashed (e.g. the database was down).
     "JOB_RETRY_INTERVALS": (5, 30, 120),
@@ -96,6 +99,7 @@ class Config:
     encryption_key: str | None
     redis_url: str
     queue: str
+    backfill_queue: str
     job_timeout: int
     job_retry_intervals: tuple[int, ...]
     redis_socket_timeout: float

@@ -50,6 +50,7 @@ if t.TYPE_CHECKING:
     from .segments.service import SegmentRef
 
 GuardT = t.TypeVar("GuardT", bound=t.Callable[[], bool])
+SourceT = t.TypeVar("SourceT", bound=t.Callable[..., t.Iterable[t.Mapping[str, t.Any]]])
 LoaderT = t.TypeVar("LoaderT", bound=t.Callable[[], str])
 
 
@@ -158,6 +159,17 @@ class RefinerSegment:
     def workspace_loader(self, func: LoaderT) -> LoaderT:
         """Register the callable naming the workspace the settings pages edit."""
         self._hooks.workspace_loader = func
+        return func
+
+    def completion_source(self, func: SourceT) -> SourceT:
+        """Register where past completions come from, for backfills.
+
+        ``func(since)`` gets an aware UTC ``datetime`` and yields the keyword
+        arguments of ``survey_completed`` for each completion since then, best
+        oldest first (a backfill then resumes where it stopped). It may also
+        take ``workspace_id`` and ``survey_id`` keyword arguments to filter.
+        """
+        self._hooks.completion_source = func
         return func
 
     def current_workspace(self) -> str:

@@ -57,9 +57,17 @@ def bookkeeping(state: State) -> t.Iterator[sa.Connection]:
 
 
 def claim(
-    state: State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
+    state: State,
+    workspace_id: str,
+    limit: int,
+    due_by: dt.datetime | None = None,
+    *,
+    status: str = models.PENDING,
 ) -> list[Claimed]:
     """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
+
+    ``status``: :data:`~..tables.outbound.BACKFILL` claims the deliveries a
+    backfill recorded instead (only the backfill's jobs do).
 
     Safe with several workers: the ``status = 'pending'`` condition of the
     ``UPDATE`` is re-checked on rows another worker claimed meanwhile, and
@@ -74,7 +82,7 @@ def claim(
         sa.select(table.c.id)
         .where(
             table.c.workspace_id == workspace_id,
-            table.c.status == models.PENDING,
+            table.c.status == status,
             table.c.next_attempt_at <= due_by,
         )
         .order_by(table.c.id)
@@ -94,7 +102,7 @@ def claim(
             chosen = table.c.id.in_(due.scalar_subquery())
         rows = conn.execute(
             table.update()
-            .where(chosen, table.c.status == models.PENDING)
+            .where(chosen, table.c.status == status)
             .values(
                 status=models.SENDING,
                 claim_token=token,
@@ -290,6 +298,26 @@ def mark_retry(
             .values(next_attempt_at=next_at)
         )
     return expired, next_at
+
+
+def retry_backfill(
+    state: State,
+    rows: t.Sequence[Claimed],
+    result: SendResult,
+    next_at: dt.datetime,
+    **values: t.Any,
+) -> list[int]:
+    """Put claimed backfill deliveries back in the backfill's lane until
+    ``next_at`` (an attempt that is to be retried); returns the ids that changed."""
+    return _attempted(
+        state,
+        rows,
+        models.BACKFILL,
+        reason=f"{result.error} (retrying)",
+        status_code=result.status_code,
+        next_attempt_at=next_at,
+        **values,
+    )
 
 
 def release(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import http
 import json
@@ -24,6 +25,7 @@ from ..core.urls import SEGMENT_HOSTS
 from ..crypto import SecretUnavailable
 from ..crypto import mask
 from ..inbound import auth
+from ..outbound import backfill as backfills
 from ..outbound import kick
 from ..outbound import log
 from ..outbound import sender
@@ -32,6 +34,7 @@ from ..state import State
 from ..state import get_state
 from ..tables import outbound as models
 from .forms import ActionForm
+from .forms import BackfillForm
 from .forms import SettingsForm
 from .forms import WebhookSecretForm
 
@@ -116,6 +119,32 @@ def make_blueprint() -> Blueprint:
         n = kick.retry_failed(state, ws)
         noun = "delivery" if n == 1 else "deliveries"
         flash(f"{n} failed {noun} queued again.", "success")
+        return redirect(url_for(".settings"))
+
+    @bp.post("/backfill")
+    def backfill() -> Page:
+        state = get_state()
+        ws = state.current_workspace()
+        backfill_form = BackfillForm()
+        if not backfill_form.validate():
+            if _csrf_errors(backfill_form):
+                return _refuse(state, ws)
+            return _render(state, ws, backfill_form=backfill_form), 400
+        days = int(backfill_form.days.data)
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+        try:
+            backfills.start_job(state, ws, since)
+        except backfills.BackfillError as exc:
+            flash(f"Backfill not started: {exc}", "error")
+        except redis.RedisError:
+            flash("Backfill not started: Redis is unavailable.", "error")
+        else:
+            logger.info("Backfill of workspace %r queued (%d days).", ws, days)
+            flash(
+                f"Backfill of the last {days} days started: past completions are"
+                " sent after the live ones.",
+                "success",
+            )
         return redirect(url_for(".settings"))
 
     @bp.post("/rotate-key")
@@ -315,6 +344,7 @@ def _render(
     secret_form: WebhookSecretForm | None = None,
     new_inbound_key: str | None = None,
     notice: str | None = None,
+    backfill_form: BackfillForm | None = None,
 ) -> str:
     current = outbound_settings.load(state, ws, fresh=True)
     if form is None:
@@ -359,7 +389,19 @@ def _render(
         shown_event=config.shown_event,
         dismissed_event=config.dismissed_event,
         scheduler_missing=_scheduler_missing(state, counts),
+        backfill_form=backfill_form or BackfillForm(formdata=None),
+        backfill=_backfill_status(state, ws),
+        has_completion_source=state.hooks.completion_source is not None,
     )
+
+
+def _backfill_status(state: State, ws: str) -> dict[str, t.Any] | None:
+    """The workspace's backfill progress, ``None`` when Redis is unavailable."""
+    try:
+        return backfills.status(state, ws)
+    except redis.RedisError:
+        logger.warning("Could not read the backfill's progress.", exc_info=True)
+        return None
 
 
 def _scheduler_missing(state: State, counts: dict[str, int]) -> bool:
