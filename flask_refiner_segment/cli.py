@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import typing as t
 from urllib.parse import urlsplit
 
 import click
@@ -16,6 +17,7 @@ from .inbound.cli import register as _register_inbound
 from .outbound import backfill as backfills
 from .outbound import backfill_send
 from .outbound import fallback
+from .outbound import insight
 from .outbound import kick
 from .outbound import log
 from .outbound import retention
@@ -110,7 +112,8 @@ def retry_failed(workspace_id: str | None) -> None:
 def status(workspace_id: str | None, as_json: bool) -> None:
     """Count deliveries per status and the completions waiting in the Redis
     fallback (``null`` when Redis is unavailable); say whether RQ's scheduler
-    runs."""
+    runs; the deliveries per hour (24 h) and per day (30 days) and the latency
+    of the last hour, as on the settings page (``insight`` in JSON)."""
     state = get_state()
     counts: dict[str, int | None] = dict(log.counts(state, workspace_id))
     try:
@@ -121,12 +124,30 @@ def status(workspace_id: str | None, as_json: bool) -> None:
         scheduler: bool | None = kick.scheduler_active(state.redis, state.queue.name)
     except redis.RedisError:
         scheduler = None
+    figures = insight.figures(state, workspace_id)
     if as_json:
-        click.echo(json.dumps({**counts, "scheduler": scheduler}))
+        click.echo(json.dumps({**counts, "scheduler": scheduler, "insight": figures}))
         return
     for name, n in counts.items():
         click.echo(f"{name:8} {'unknown' if n is None else n}")
     click.echo(f"scheduler {_describe_scheduler(scheduler)}")
+    click.echo(_describe_insight(figures))
+
+
+def _describe_insight(figures: dict[str, t.Any]) -> str:
+    day, month = insight.totals(figures["hourly"]), insight.totals(figures["daily"])
+    latency = figures["latency"]
+    lines = [
+        "last 24 h " + ", ".join(f"{n} {name}" for name, n in day.items()),
+        "last 30 d " + ", ".join(f"{n} {name}" for name, n in month.items()),
+        (
+            f"latency  p50 {latency['p50']:.2f} s, p99 {latency['p99']:.2f} s"
+            f" ({latency['count']} sent in the last hour)"
+            if latency["count"]
+            else "latency  none sent in the last hour"
+        ),
+    ]
+    return "\n".join(lines)
 
 
 def _describe_scheduler(active: bool | None) -> str:

@@ -11,6 +11,7 @@ import math
 import typing as t
 
 import redis
+import sqlalchemy as sa
 from flask import Blueprint
 from flask import flash
 from flask import redirect
@@ -37,6 +38,7 @@ from .forms import ActionForm
 from .forms import BackfillForm
 from .forms import SettingsForm
 from .forms import WebhookSecretForm
+from .insight import view as insight_view
 
 if t.TYPE_CHECKING:
     from ..outbound.client import SendResult
@@ -391,8 +393,18 @@ def _render(
         scheduler_missing=_scheduler_missing(state, counts),
         backfill_form=backfill_form or BackfillForm(formdata=None),
         backfill=_backfill_status(state, ws),
+        insight=_insight(state, ws),
         has_completion_source=state.hooks.completion_source is not None,
     )
+
+
+def _insight(state: State, ws: str) -> dict[str, t.Any] | None:
+    """The charts and latency; ``None`` (the page still renders) on a database error."""
+    try:
+        return insight_view(state, ws)
+    except sa.exc.SQLAlchemyError:
+        logger.warning("Could not read the delivery insight.", exc_info=True)
+        return None
 
 
 def _backfill_status(state: State, ws: str) -> dict[str, t.Any] | None:
