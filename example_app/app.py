@@ -25,6 +25,8 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from .history import make_source
+from .history import seed_history
 from .inbound_demo import demo_batch
 from .surveys import POWER_EXPORTERS
 from .surveys import SURVEYS
@@ -34,10 +36,18 @@ from .surveys import signal_questions
 signals = Namespace()
 #: The app's own signal, sent after a response is committed.
 survey_completed = signals.signal("survey_completed")
+#: Sent when a survey is shown, and when the user dismisses it ("Not now").
+survey_shown = signals.signal("survey_shown")
+survey_dismissed = signals.signal("survey_dismissed")
 
 db = SQLAlchemy()
 csrf = CSRFProtect()
-refiner_segment = RefinerSegment(db=db, signal=survey_completed)
+refiner_segment = RefinerSegment(
+    db=db,
+    signal=survey_completed,
+    shown_signal=survey_shown,
+    dismissed_signal=survey_dismissed,
+)
 
 #: Where the Segment stand-in is mounted inside this app.
 STANDIN_PATH = "/segment-standin"
@@ -53,6 +63,10 @@ class SurveyResponse(db.Model):  # type: ignore[name-defined,misc]
     survey_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
     answers: orm.Mapped[dict[str, t.Any]] = orm.mapped_column(sa.JSON)
     completed_at: orm.Mapped[dt.datetime]
+
+
+# Past responses, for `flask refiner-segment backfill` and the settings page.
+refiner_segment.completion_source(make_source(db, SurveyResponse))
 
 
 @refiner_segment.settings_guard
@@ -98,6 +112,8 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     refiner_segment.init_app(app)
     with app.app_context():
         db.create_all()
+        if os.environ.get("EXAMPLE_SEED_HISTORY", "1") != "0":
+            seed_history(db, SurveyResponse)
         if refiner_segment.get_segment_by_name(POWER_EXPORTERS["name"]) is None:
             refiner_segment.create_segment(
                 POWER_EXPORTERS["name"], POWER_EXPORTERS["rules"]
@@ -198,7 +214,26 @@ def _register_views(app: Flask) -> None:
             db.session.commit()
             flash(f"Thanks! Your answers to “{survey['name']}” were saved.")
             return redirect(url_for("index"))
+        survey_shown.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            user_id=user["id"],
+            survey={"id": survey["id"], "name": survey["name"]},
+        )
         return render_template("survey.html", survey=survey)
+
+    @app.post("/surveys/<survey_id>/dismiss")
+    def dismiss_survey(survey_id: str) -> t.Any:
+        user = _current_user()
+        survey = SURVEYS.get(survey_id)
+        if survey is None or user is None:
+            abort(404)
+        survey_dismissed.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            user_id=user["id"],
+            survey={"id": survey["id"], "name": survey["name"]},
+        )
+        flash(f"“{survey['name']}” dismissed. Maybe later!")
+        return redirect(url_for("index"))
 
     @app.post("/demo/inbound")
     def inbound_demo() -> t.Any:
