@@ -252,3 +252,19 @@ def test_settings_page_starts_and_shows_it(make_app, segment, redis_url):
     assert '<dd id="backfill-recorded">20</dd>' in page
     assert '<dd id="backfill-waiting">0</dd>' in page
     assert ">done<" in page
+
+
+def test_a_live_edit_supersedes_the_waiting_backfill(make_app, env, segment, redis_url):
+    app = make_app(HISTORY=30)
+    result = flask_cli(["refiner-segment", "backfill", "--since", SINCE], env)
+    assert result.returncode == 0, result.stderr
+    edited = hostapp.history_item(3)
+    edited["response"]["answers"] = {"how_likely": 10, "why": "edited live"}
+    with app.test_request_context():
+        hostapp.survey_completed.send(app, **edited)
+    work_until(app, redis_url, lambda: statuses(app) == {"sent": 30, "skipped": 1})
+    (skipped,) = [r for r in deliveries(app) if r.status == "skipped"]
+    assert skipped.response_id == "r-h3"
+    assert skipped.reason.startswith("superseded")
+    sent = [m for m in tracks(segment) if m["properties"]["response_id"] == "r-h3"]
+    assert [m["properties"]["answers"]["why"] for m in sent] == ["edited live"]

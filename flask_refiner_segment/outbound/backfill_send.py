@@ -152,6 +152,7 @@ class BackfillBatch(Drain):
         self.client = make_client(state, current)
         try:
             rows = outbox.claim(state, ws, size, status=models.BACKFILL)
+            rows = self._drop_superseded(rows)
             if rows:
                 self._send_rows(rows)
         finally:
@@ -166,6 +167,43 @@ class BackfillBatch(Drain):
         connection.expire(lock_key(ws), int(LOCK_TTL + delay))
         _enqueue(state, self.queue, ws, delay)
         return self.stats
+
+    def _drop_superseded(self, rows: list[sa.Row[t.Any]]) -> list[sa.Row[t.Any]]:
+        """Skip claimed rows whose response was recorded again since with other
+        content (a live edit went ahead of the backfill): sending the older
+        content now would overwrite the newer at Segment."""
+        if not rows:
+            return rows
+        state = self.state
+        table = outbox.delivery_table(state)
+        responses = t.cast(sa.Table, state.tables.outbound.SurveyResponse.__table__)
+        ids = [int(row.id) for row in rows]
+        with state.db.engine.connect() as conn:
+            stale = set(
+                conn.execute(
+                    sa.select(table.c.id)
+                    .join(
+                        responses,
+                        sa.and_(
+                            responses.c.workspace_id == table.c.workspace_id,
+                            responses.c.response_id == table.c.response_id,
+                        ),
+                    )
+                    .where(
+                        table.c.id.in_(ids),
+                        responses.c.content_hash != table.c.content_hash,
+                    )
+                ).scalars()
+            )
+        if not stale:
+            return rows
+        outbox.mark_skipped(
+            state,
+            [row for row in rows if row.id in stale],
+            "superseded: the response was recorded again with newer content",
+        )
+        self.stats["skipped"] = self.stats.get("skipped", 0) + len(stale)
+        return [row for row in rows if row.id not in stale]
 
     def _mark_retry(
         self, rows: list[sa.Row[t.Any]], result: SendResult

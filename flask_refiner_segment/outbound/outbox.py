@@ -320,6 +320,12 @@ def retry_backfill(
     )
 
 
+def mark_skipped(state: State, rows: t.Sequence[Claimed], reason: str) -> list[int]:
+    """The claimed ``rows`` are not to be sent (e.g. superseded); returns the
+    ids that changed."""
+    return _transition(state, rows, reason=reason, **_unclaimed(models.SKIPPED, None))
+
+
 def release(
     state: State, rows: t.Sequence[Claimed], reason: str | None = None
 ) -> list[int]:
