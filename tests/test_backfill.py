@@ -268,3 +268,21 @@ def test_a_live_edit_supersedes_the_waiting_backfill(make_app, env, segment, red
     assert skipped.reason.startswith("superseded")
     sent = [m for m in tracks(segment) if m["properties"]["response_id"] == "r-h3"]
     assert [m["properties"]["answers"]["why"] for m in sent] == ["edited live"]
+
+
+def test_the_sweep_restarts_a_lost_chain(make_app, env, segment, redis_url, redis_conn):
+    from flask_refiner_segment.outbound import jobs
+
+    app = make_app(HISTORY=30)
+    result = flask_cli(["refiner-segment", "backfill", "--since", SINCE], env)
+    assert result.returncode == 0, result.stderr
+    state = app.extensions["refiner_segment"]
+    # The chain's job and key are lost (a Redis failover, a killed worker).
+    Queue(state.config.backfill_queue, connection=redis_conn).empty()
+    redis_conn.delete(backfill_send.lock_key("default"))
+    work(app, redis_url)
+    assert statuses(app) == {"backfill": 30}  # nothing sends it any more
+    with app.app_context():
+        assert jobs.sweep()["backfills"] == 1
+    work_until(app, redis_url, lambda: statuses(app) == {"sent": 30})
+    assert len(tracks(segment)) == 30
