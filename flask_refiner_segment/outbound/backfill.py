@@ -29,10 +29,6 @@ import uuid
 from collections.abc import Iterator
 from collections.abc import Mapping
 
-from flask import Flask
-from flask import current_app
-
-from ..state import get_state
 from ..tables import outbound as models
 from ..tables.base import utcnow
 from . import backfill_send
@@ -46,14 +42,11 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_refiner_segment")
 
-RECORD_JOB = "flask_refiner_segment.outbound.backfill.record_job"
 #: Progress is saved (and the send chain started) at least this often (s).
 SAVE_EVERY = 0.5
 #: A run's lock outlives its last save this long (s): a killed run can be
 #: resumed after that.
 LOCK_TTL = 5
-#: Time budget of one recording job (s); the next job resumes at the cursor.
-JOB_BUDGET = 2.0
 
 COUNTS = ("seen", "recorded", "unchanged", "invalid", "not_selected", "other")
 
@@ -114,7 +107,7 @@ class Progress:
         return cls(**values)
 
     def save(self, state: State, workspace_id: str) -> None:
-        self.updated_at = _iso(utcnow())
+        self.updated_at = iso_time(utcnow())
         mapping: dict[str, t.Any] = {
             k: (int(v) if isinstance(v, bool) else v)
             for k, v in dataclasses.asdict(self).items()
@@ -129,18 +122,18 @@ class Progress:
         return {name: int(getattr(self, name)) for name in COUNTS}
 
 
-def _iso(value: dt.datetime) -> str:
+def iso_time(value: dt.datetime) -> str:
     """A UTC time as text that sorts like the time (always with microseconds)."""
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
+def as_aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _parse(value: str) -> dt.datetime:
+def parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
@@ -169,7 +162,7 @@ class Backfill:
                 " @refiner_segment.completion_source (README: Backfill)."
             )
         self.state, self.workspace_id, self.source = state, workspace_id, source
-        self.since = _aware(since).astimezone(dt.timezone.utc)
+        self.since = as_aware(since).astimezone(dt.timezone.utc)
         self.survey_id, self.dry_run = survey_id, dry_run
         self.settings = settings.load(state, workspace_id, fresh=True)
         if not self.settings.sendable and not dry_run:
@@ -189,7 +182,7 @@ class Backfill:
                 f"A backfill of workspace {workspace_id!r} is running (started"
                 f" {previous.started_at or 'just now'}); wait for it to finish."
             )
-        same = previous.since == _iso(self.since) and previous.survey_id == (
+        same = previous.since == iso_time(self.since) and previous.survey_id == (
             survey_id or ""
         )
         self.resumed = bool(same and previous.resumable and not dry_run)
@@ -199,9 +192,9 @@ class Backfill:
         else:
             self.progress = Progress(
                 run_id=self.run_id,
-                since=_iso(self.since),
+                since=iso_time(self.since),
                 survey_id=survey_id or "",
-                started_at=_iso(utcnow()),
+                started_at=iso_time(utcnow()),
                 dry_run=dry_run,
             )
         self.progress.status = "recording"
@@ -219,7 +212,7 @@ class Backfill:
         """Where the source is read from: ``since``, or the resume cursor."""
         p = self.progress
         if p.cursor and p.ordered:
-            return max(self.since, _parse(p.cursor))
+            return max(self.since, parse_time(p.cursor))
         return self.since
 
     def completions(self) -> Iterator[Mapping[str, t.Any]]:
@@ -337,125 +330,13 @@ def _completed_at(kwargs: Mapping[str, t.Any]) -> str | None:
         return None
     value = response.get("completed_at")
     if isinstance(value, dt.datetime):
-        return _iso(_aware(value))
+        return iso_time(as_aware(value))
     if isinstance(value, str):
         try:
-            return _iso(_aware(_parse(value)))
+            return iso_time(as_aware(parse_time(value)))
         except ValueError:
             return None
     return None
-
-
-def status(state: State, workspace_id: str) -> dict[str, t.Any]:
-    """The workspace's backfill for people: its progress and how many of its
-    deliveries wait to be sent."""
-    p = Progress.load(state, workspace_id)
-    return {
-        **dataclasses.asdict(p),
-        "waiting": backfill_send.waiting(state, workspace_id),
-    }
-
-
-def start_job(
-    state: State,
-    workspace_id: str,
-    since: dt.datetime,
-    *,
-    survey_id: str | None = None,
-    rate: int | None = None,
-) -> None:
-    """Queue the recording on the backfill queue (the settings page's button).
-
-    :raise BackfillError: as :class:`Backfill` would, checked now.
-    """
-    if state.hooks.completion_source is None:
-        raise BackfillError(
-            "No completion source is registered: decorate a function with"
-            " @refiner_segment.completion_source (README: Backfill)."
-        )
-    current = settings.load(state, workspace_id, fresh=True)
-    if not current.sendable:
-        raise BackfillError(
-            f"Workspace {workspace_id!r} cannot send: {current.skip_reason(None)}."
-        )
-    if state.redis.exists(lock_key(workspace_id)):
-        raise BackfillError("A backfill of this workspace is running.")
-    since_text = _iso(_aware(since))
-    backfill_send.make_queue(state).enqueue(
-        RECORD_JOB,
-        workspace_id,
-        since_text,
-        survey_id,
-        rate,
-        None,
-        **kick.job_options(state),
-    )
-    # Shown as started at once, before a worker takes the job.
-    Progress(
-        status="queued",
-        since=since_text,
-        survey_id=survey_id or "",
-        started_at=_iso(utcnow()),
-    ).save(state, workspace_id)
-
-
-def _app() -> Flask:
-    try:
-        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    except RuntimeError:
-        raise RuntimeError(
-            "flask-refiner-segment jobs need the Flask app context: run the worker"
-            " with `flask refiner-segment worker`."
-        ) from None
-
-
-def record_job(
-    workspace_id: str,
-    since: str,
-    survey_id: str | None,
-    rate: int | None,
-    run_id: str | None,
-) -> dict[str, int]:
-    """RQ job: record for up to :data:`JOB_BUDGET` seconds, then queue the next
-    job to go on at the cursor (live jobs run in between). A source that does
-    not yield oldest first cannot be resumed: then one job reads it all."""
-    with _app().app_context():
-        state = get_state()
-        try:
-            run = Backfill(
-                state,
-                workspace_id,
-                _parse(since),
-                survey_id=survey_id,
-                rate=rate,
-                run_id=run_id,
-            )
-        except BackfillError as exc:
-            logger.error("Backfill of workspace %r not started: %s", workspace_id, exc)
-            failed = Progress.load(state, workspace_id)
-            failed.status, failed.error = "failed", str(exc)
-            failed.save(state, workspace_id)
-            return {}
-        deadline = time.monotonic() + JOB_BUDGET
-        try:
-            for item in run.completions():
-                run.process(item)
-                if time.monotonic() > deadline and run.progress.ordered:
-                    run.pause()
-                    backfill_send.make_queue(state).enqueue(
-                        RECORD_JOB,
-                        workspace_id,
-                        since,
-                        survey_id,
-                        rate,
-                        run.run_id,
-                        **kick.job_options(state),
-                    )
-                    return run.progress.counts()
-        except Exception as exc:
-            run.finish("failed", f"{type(exc).__name__}: {exc}"[:500])
-            raise
-        return run.finish().counts()
 
 
 def summary(progress: Progress) -> str:

@@ -197,10 +197,11 @@ class BackfillBatch(Drain):
             )
         if not stale:
             return rows
-        outbox.mark_skipped(
+        outbox.end_claim(
             state,
             [row for row in rows if row.id in stale],
-            "superseded: the response was recorded again with newer content",
+            models.SKIPPED,
+            reason="superseded: the response was recorded again with newer content",
         )
         self.stats["skipped"] = self.stats.get("skipped", 0) + len(stale)
         return [row for row in rows if row.id not in stale]
@@ -231,8 +232,17 @@ class BackfillBatch(Drain):
         first = [row for row in rows if not row.attempts]
         later = [row for row in rows if row.attempts and row not in out_of_time]
         window = now + dt.timedelta(seconds=state.config.retry_window)
-        outbox.retry_backfill(state, first, result, next_at, retry_until=window)
-        outbox.retry_backfill(state, later, result, next_at)
+        for group, values in ((first, {"retry_until": window}), (later, {})):
+            outbox.end_claim(
+                state,
+                group,
+                models.BACKFILL,
+                next_attempt_at=next_at,
+                attempted=True,
+                reason=f"{result.error} (retrying)",
+                last_status_code=result.status_code,
+                **values,
+            )
         return expired, next_at
 
 

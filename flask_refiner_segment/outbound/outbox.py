@@ -64,10 +64,8 @@ def claim(
     *,
     status: str = models.PENDING,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
-
-    ``status``: :data:`~..tables.outbound.BACKFILL` claims the deliveries a
-    backfill recorded instead (only the backfill's jobs do).
+    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now);
+    with ``status="backfill"`` a backfill's deliveries (its own jobs only).
 
     Safe with several workers: the ``status = 'pending'`` condition of the
     ``UPDATE`` is re-checked on rows another worker claimed meanwhile, and
@@ -300,30 +298,15 @@ def mark_retry(
     return expired, next_at
 
 
-def retry_backfill(
-    state: State,
-    rows: t.Sequence[Claimed],
-    result: SendResult,
-    next_at: dt.datetime,
-    **values: t.Any,
+def end_claim(
+    state: State, rows: t.Sequence[Claimed], status: str, **values: t.Any
 ) -> list[int]:
-    """Put claimed backfill deliveries back in the backfill's lane until
-    ``next_at`` (an attempt that is to be retried); returns the ids that changed."""
-    return _attempted(
-        state,
-        rows,
-        models.BACKFILL,
-        reason=f"{result.error} (retrying)",
-        status_code=result.status_code,
-        next_attempt_at=next_at,
-        **values,
-    )
-
-
-def mark_skipped(state: State, rows: t.Sequence[Claimed], reason: str) -> list[int]:
-    """The claimed ``rows`` are not to be sent (e.g. superseded); returns the
-    ids that changed."""
-    return _transition(state, rows, reason=reason, **_unclaimed(models.SKIPPED, None))
+    """End claims with ``status`` (fenced; ``next_attempt_at``, ``attempted``
+    to count an attempt); returns the ids that changed."""
+    if values.pop("attempted", False):
+        values["attempts"] = delivery_table(state).c.attempts + 1
+    due = values.pop("next_attempt_at", None)
+    return _transition(state, rows, **_unclaimed(status, due), **values)
 
 
 def release(

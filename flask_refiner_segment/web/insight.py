@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import typing as t
 
+import sqlalchemy as sa
 from markupsafe import Markup
 
 from ..core.chart import stacked_bars
@@ -13,9 +15,17 @@ if t.TYPE_CHECKING:
     from ..state import State
 
 
-def view(state: State, workspace_id: str) -> dict[str, t.Any]:
-    """What ``_insight.html`` shows for a workspace."""
-    figures = insight.figures(state, workspace_id)
+logger = logging.getLogger("flask_refiner_segment")
+
+
+def view(state: State, workspace_id: str) -> dict[str, t.Any] | None:
+    """What ``_insight.html`` shows for a workspace; ``None`` (the page still
+    renders) when the database refused."""
+    try:
+        figures = insight.figures(state, workspace_id)
+    except sa.exc.SQLAlchemyError:
+        logger.warning("Could not read the delivery insight.", exc_info=True)
+        return None
     hourly, daily = figures["hourly"], figures["daily"]
     day_totals = insight.totals(hourly)
     month_totals = insight.totals(daily)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import http
 import json
@@ -11,7 +10,6 @@ import math
 import typing as t
 
 import redis
-import sqlalchemy as sa
 from flask import Blueprint
 from flask import flash
 from flask import redirect
@@ -26,7 +24,6 @@ from ..core.urls import SEGMENT_HOSTS
 from ..crypto import SecretUnavailable
 from ..crypto import mask
 from ..inbound import auth
-from ..outbound import backfill as backfills
 from ..outbound import kick
 from ..outbound import log
 from ..outbound import sender
@@ -34,6 +31,8 @@ from ..outbound import settings as outbound_settings
 from ..state import State
 from ..state import get_state
 from ..tables import outbound as models
+from .backfill import register_backfill
+from .backfill import status as backfill_status
 from .forms import ActionForm
 from .forms import BackfillForm
 from .forms import SettingsForm
@@ -68,6 +67,8 @@ def make_blueprint() -> Blueprint:
         static_folder="static",
         static_url_path="/static",
     )
+
+    register_backfill(bp, _render, _refuse, _csrf_errors)
 
     @bp.get("/")
     def settings() -> Page:
@@ -121,32 +122,6 @@ def make_blueprint() -> Blueprint:
         n = kick.retry_failed(state, ws)
         noun = "delivery" if n == 1 else "deliveries"
         flash(f"{n} failed {noun} queued again.", "success")
-        return redirect(url_for(".settings"))
-
-    @bp.post("/backfill")
-    def backfill() -> Page:
-        state = get_state()
-        ws = state.current_workspace()
-        backfill_form = BackfillForm()
-        if not backfill_form.validate():
-            if _csrf_errors(backfill_form):
-                return _refuse(state, ws)
-            return _render(state, ws, backfill_form=backfill_form), 400
-        days = int(backfill_form.days.data)
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-        try:
-            backfills.start_job(state, ws, since)
-        except backfills.BackfillError as exc:
-            flash(f"Backfill not started: {exc}", "error")
-        except redis.RedisError:
-            flash("Backfill not started: Redis is unavailable.", "error")
-        else:
-            logger.info("Backfill of workspace %r queued (%d days).", ws, days)
-            flash(
-                f"Backfill of the last {days} days started: past completions are"
-                " sent after the live ones.",
-                "success",
-            )
         return redirect(url_for(".settings"))
 
     @bp.post("/rotate-key")
@@ -392,28 +367,10 @@ def _render(
         dismissed_event=config.dismissed_event,
         scheduler_missing=_scheduler_missing(state, counts),
         backfill_form=backfill_form or BackfillForm(formdata=None),
-        backfill=_backfill_status(state, ws),
-        insight=_insight(state, ws),
+        backfill=backfill_status(state, ws),
+        insight=insight_view(state, ws),
         has_completion_source=state.hooks.completion_source is not None,
     )
-
-
-def _insight(state: State, ws: str) -> dict[str, t.Any] | None:
-    """The charts and latency; ``None`` (the page still renders) on a database error."""
-    try:
-        return insight_view(state, ws)
-    except sa.exc.SQLAlchemyError:
-        logger.warning("Could not read the delivery insight.", exc_info=True)
-        return None
-
-
-def _backfill_status(state: State, ws: str) -> dict[str, t.Any] | None:
-    """The workspace's backfill progress, ``None`` when Redis is unavailable."""
-    try:
-        return backfills.status(state, ws)
-    except redis.RedisError:
-        logger.warning("Could not read the backfill's progress.", exc_info=True)
-        return None
 
 
 def _scheduler_missing(state: State, counts: dict[str, int]) -> bool:
