@@ -126,8 +126,10 @@ def record_job(
         except BackfillError as exc:
             logger.error("Backfill of workspace %r not started: %s", workspace_id, exc)
             failed = Progress.load(state, workspace_id)
-            failed.status, failed.error = "failed", str(exc)
-            failed.save(state, workspace_id)
+            # Never over the progress of another run (the CLI's, say).
+            if failed.status == "queued" or failed.run_id == (run_id or "-"):
+                failed.status, failed.error = "failed", str(exc)
+                failed.save(state, workspace_id)
             return {}
         deadline = time.monotonic() + JOB_BUDGET
         try:
