@@ -18,16 +18,26 @@ from sqlalchemy import orm
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import demo_setup
+from .history import make_source
+from .history import seed_history
 from .surveys import POWER_EXPORTERS
 from .surveys import USERS
 
 signals = Namespace()
 #: The app's own signal, sent inside the transaction that saves a response.
 survey_completed = signals.signal("survey_completed")
+#: Sent when a survey is shown, and when the user dismisses it ("Not now").
+survey_shown = signals.signal("survey_shown")
+survey_dismissed = signals.signal("survey_dismissed")
 
 db = SQLAlchemy()
 csrf = CSRFProtect()
-refiner_segment = RefinerSegment(db=db, signal=survey_completed)
+refiner_segment = RefinerSegment(
+    db=db,
+    signal=survey_completed,
+    shown_signal=survey_shown,
+    dismissed_signal=survey_dismissed,
+)
 
 #: Where the Segment stand-in is mounted inside this app.
 STANDIN_PATH = "/segment-standin"
@@ -43,6 +53,10 @@ class SurveyResponse(db.Model):  # type: ignore[name-defined,misc]
     survey_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
     answers: orm.Mapped[dict[str, t.Any]] = orm.mapped_column(sa.JSON)
     completed_at: orm.Mapped[dt.datetime]
+
+
+# Past responses, for `flask refiner-segment backfill` and the settings page.
+refiner_segment.completion_source(make_source(db, SurveyResponse))
 
 
 @refiner_segment.settings_guard
@@ -89,6 +103,8 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     refiner_segment.init_app(app)
     with app.app_context():
         db.create_all()
+        if os.environ.get("EXAMPLE_SEED_HISTORY", "1") != "0":
+            seed_history(db, SurveyResponse)
         if refiner_segment.get_segment_by_name(POWER_EXPORTERS["name"]) is None:
             refiner_segment.create_segment(
                 POWER_EXPORTERS["name"], POWER_EXPORTERS["rules"]

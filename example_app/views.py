@@ -25,6 +25,8 @@ from .app import db
 from .app import only_admins
 from .app import refiner_segment
 from .app import survey_completed
+from .app import survey_dismissed
+from .app import survey_shown
 from .inbound_demo import demo_batch
 from .surveys import SURVEYS
 from .surveys import USERS
@@ -104,12 +106,31 @@ def register_views(app: Flask) -> None:
             return redirect(url_for("index"))
         draft = session.get(DRAFT) or {}
         kept = draft.get("answers") if draft.get("survey") == survey_id else None
+        survey_shown.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            user_id=user["id"],
+            survey={"id": survey["id"], "name": survey["name"]},
+        )
         return render_template(
             "survey.html",
             survey=survey,
             answered_at=_answered(user["id"]).get(survey_id),
             kept=kept or {},
         )
+
+    @app.post("/surveys/<survey_id>/dismiss")
+    def dismiss_survey(survey_id: str) -> t.Any:
+        user = _current_user()
+        survey = SURVEYS.get(survey_id)
+        if survey is None or user is None:
+            abort(404)
+        survey_dismissed.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            user_id=user["id"],
+            survey={"id": survey["id"], "name": survey["name"]},
+        )
+        flash(f"“{survey['name']}” dismissed. Maybe later!")
+        return redirect(url_for("index"))
 
     @app.post("/demo/inbound")
     def inbound_demo() -> t.Any:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import typing as t
 from urllib.parse import urlsplit
 
 import click
 import redis
 from flask.cli import AppGroup
 
+from .commands import register as _register_beyond
 from .inbound.cli import register as _register_inbound
+from .outbound import backfill_send
 from .outbound import fallback
+from .outbound import insight
 from .outbound import kick
 from .outbound import log
 from .outbound import retention
@@ -21,6 +25,7 @@ from .state import get_state
 
 cli = AppGroup("refiner-segment", help="Deliver survey responses to Segment.")
 _register_inbound(cli)
+_register_beyond(cli)
 
 _workspace_option = click.option(
     "--workspace", "workspace_id", default=None, help="Workspace id (default: all)."
@@ -54,6 +59,7 @@ def worker(burst: bool, simple: bool) -> None:
     queue = kick.make_queue(state.config, connection)
     try:
         recovered = kick.requeue(state)
+        backfill_send.resume(state)
         kick.schedule_sweep(state, queue)
     except redis.RedisError as exc:
         raise click.ClickException(
@@ -63,7 +69,13 @@ def worker(burst: bool, simple: bool) -> None:
         click.echo(f"Recovered {recovered['released']} deliveries from a lost worker.")
     # Forked job processes must not share the parent's database connections.
     state.db.engine.dispose()
-    rq_worker = make_worker(state, queue, connection, simple=simple)
+    rq_worker = make_worker(
+        state,
+        queue,
+        connection,
+        simple=simple,
+        extra_queues=[backfill_send.make_queue(state, connection)],
+    )
     rq_worker.work(burst=burst, with_scheduler=True)
 
 
@@ -100,8 +112,10 @@ def retry_failed(workspace_id: str | None) -> None:
 def status(workspace_id: str | None, as_json: bool) -> None:
     """Count deliveries per status and the completions waiting in the Redis
     fallback (``null`` when Redis is unavailable); say whether RQ's scheduler
-    runs, where deliveries go, whether they are paused, and how long the
-    oldest pending delivery has waited."""
+    runs, where deliveries go, whether they are paused, how long the oldest
+    pending delivery has waited; the deliveries per hour (24 h) and per day
+    (30 days) and the latency of the last hour, as on the settings page
+    (``insight`` in JSON)."""
     state = get_state()
     counts: dict[str, int | None] = dict(log.counts(state, workspace_id))
     current = outbound_settings.load(state, state.workspace(workspace_id), fresh=True)
@@ -119,6 +133,7 @@ def status(workspace_id: str | None, as_json: bool) -> None:
         scheduler: bool | None = kick.scheduler_active(state.redis, state.queue.name)
     except redis.RedisError:
         scheduler = None
+    figures = insight.figures(state, workspace_id)
     if as_json:
         extra = {
             "scheduler": scheduler,
@@ -127,6 +142,7 @@ def status(workspace_id: str | None, as_json: bool) -> None:
             "paused": current.paused,
             "paused_reason": current.attention_reason,
             "oldest_pending_seconds": None if age is None else round(age, 1),
+            "insight": figures,
         }
         click.echo(json.dumps({**counts, **extra}))
         return
@@ -144,6 +160,7 @@ def status(workspace_id: str | None, as_json: bool) -> None:
         )
     else:
         click.echo(f"deliveries{ws}: {'enabled' if current.enabled else 'DISABLED'}")
+    click.echo(_describe_insight(figures))
 
 
 def _describe_age(seconds: float) -> str:
@@ -154,6 +171,22 @@ def _describe_age(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h ago"
     return f"{seconds / 86400:.1f} days ago"
+
+
+def _describe_insight(figures: dict[str, t.Any]) -> str:
+    day, month = insight.totals(figures["hourly"]), insight.totals(figures["daily"])
+    latency = figures["latency"]
+    lines = [
+        "last 24 h " + ", ".join(f"{n} {name}" for name, n in day.items()),
+        "last 30 d " + ", ".join(f"{n} {name}" for name, n in month.items()),
+        (
+            f"latency  p50 {latency['p50']:.2f} s, p99 {latency['p99']:.2f} s"
+            f" ({latency['count']} sent in the last hour)"
+            if latency["count"]
+            else "latency  none sent in the last hour"
+        ),
+    ]
+    return "\n".join(lines)
 
 
 def _describe_scheduler(active: bool | None) -> str:

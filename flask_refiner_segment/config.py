@@ -27,6 +27,9 @@ DEFAULTS: dict[str, t.Any] = {
     # Redis and RQ.
     "REDIS_URL": None,  # None: $REDIS_URL, then redis://localhost:6379/0
     "QUEUE": "refiner_segment",
+    # The queue of backfill jobs: workers take live jobs first, and a backfill
+    # job does one batch at a time, so live deliveries never wait behind it.
+    "BACKFILL_QUEUE": "refiner_segment_backfill",
     "JOB_TIMEOUT": 300,
     # RQ retries of a drain job that crashed (e.g. the database was down).
     "JOB_RETRY_INTERVALS": (5, 30, 120),
@@ -72,6 +75,10 @@ DEFAULTS: dict[str, t.Any] = {
     # Defaults of per-workspace settings.
     "TRACK_EVENT": "Survey Completed",
     "TRAIT_PREFIX": "refiner_",
+    # Track event names of the survey_shown / survey_dismissed signals (sent
+    # only for workspaces that turned them on).
+    "SHOWN_EVENT": "Survey Shown",
+    "DISMISSED_EVENT": "Survey Dismissed",
     # Web.
     "URL_PREFIX": "/integrations/segment",
     "INBOUND_PATH": "/inbound",
@@ -101,6 +108,7 @@ class Config:
     encryption_key: str | None
     redis_url: str
     queue: str
+    backfill_queue: str
     job_timeout: int
     job_retry_intervals: tuple[int, ...]
     redis_socket_timeout: float
@@ -124,6 +132,8 @@ class Config:
     settings_cache_seconds: float
     track_event: str
     trait_prefix: str
+    shown_event: str
+    dismissed_event: str
     url_prefix: str
     inbound_path: str
     base_template: str

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 
+from . import erasure
 from . import tables
 from .cli import cli
 from .config import library_version
@@ -25,6 +26,7 @@ from .inbound import queries
 from .inbound.views import make_inbound_blueprint
 from .outbound import hosttx
 from .outbound import kick
+from .outbound import lifecycle
 from .outbound import log
 from .outbound import receiver
 from .outbound import sender
@@ -48,6 +50,7 @@ if t.TYPE_CHECKING:
     from .segments.service import SegmentRef
 
 GuardT = t.TypeVar("GuardT", bound=t.Callable[[], bool])
+SourceT = t.TypeVar("SourceT", bound=t.Callable[..., t.Iterable[t.Mapping[str, t.Any]]])
 LoaderT = t.TypeVar("LoaderT", bound=t.Callable[[], str])
 
 
@@ -60,6 +63,10 @@ class RefinerSegment:
         migrations).
     :param signal: the host's ``survey_completed`` signal; defaults to blinker's
         default-namespace ``signal("survey_completed")``.
+    :param shown_signal: the host's ``survey_shown`` signal (default: blinker's
+        default-namespace ``signal("survey_shown")``).
+    :param dismissed_signal: the host's ``survey_dismissed`` signal (default:
+        ``signal("survey_dismissed")``).
     """
 
     def __init__(
@@ -68,15 +75,21 @@ class RefinerSegment:
         *,
         db: SQLAlchemy,
         signal: blinker.Signal | None = None,
+        shown_signal: blinker.Signal | None = None,
+        dismissed_signal: blinker.Signal | None = None,
     ) -> None:
         self.db = db
         self.tables = tables.define(db)
         self.signal = (
             signal if signal is not None else blinker.signal("survey_completed")
         )
+        self.shown_signal = shown_signal or blinker.signal(lifecycle.SHOWN)
+        self.dismissed_signal = dismissed_signal or blinker.signal(lifecycle.DISMISSED)
         self._hooks = Hooks()
         # A bound method of this long-lived object: blinker's weak ref stays alive.
         self.signal.connect(self._on_survey_completed)
+        self.shown_signal.connect(self._on_survey_shown)
+        self.dismissed_signal.connect(self._on_survey_dismissed)
         if app is not None:
             self.init_app(app)
 
@@ -148,6 +161,17 @@ class RefinerSegment:
         self._hooks.workspace_loader = func
         return func
 
+    def completion_source(self, func: SourceT) -> SourceT:
+        """Register where past completions come from, for backfills.
+
+        ``func(since)`` gets an aware UTC ``datetime`` and yields the keyword
+        arguments of ``survey_completed`` for each completion since then, best
+        oldest first (a backfill then resumes where it stopped). It may also
+        take ``workspace_id`` and ``survey_id`` keyword arguments to filter.
+        """
+        self._hooks.completion_source = func
+        return func
+
     def current_workspace(self) -> str:
         """The workspace of the current request (the host's loader, or the default)."""
         return get_state().current_workspace()
@@ -204,6 +228,21 @@ class RefinerSegment:
         :raise LookupError: the workspace has no write key.
         """
         return sender.send_test(get_state(), workspace_id)
+
+    def forget_user(
+        self, user_id: str, workspace_id: str | None = None
+    ) -> dict[str, int]:
+        """Erase what the extension holds about a user (README: Erasure).
+
+        Answers and traits leave the user's deliveries (their ids and statuses
+        stay for the log), deliveries not sent yet are never sent, recorded
+        answers and inbound traits, events, views and links are deleted.
+        Returns the counts per part.
+
+        :raise ValueError: ``user_id`` is empty.
+        """
+        state = get_state()
+        return erasure.forget_user(state, user_id, state.workspace(workspace_id))
 
     # -- inbound (the functions' own docs: flask_refiner_segment.inbound.queries) --
 
@@ -268,13 +307,28 @@ class RefinerSegment:
     # -- the receiver -------------------------------------------------------
 
     def _on_survey_completed(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state("survey_completed")
+        if state is not None:
+            receiver.receive(state, kwargs)
+
+    def _on_survey_shown(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state(lifecycle.SHOWN)
+        if state is not None:
+            lifecycle.receive(state, lifecycle.SHOWN, kwargs)
+
+    def _on_survey_dismissed(self, sender: t.Any, **kwargs: t.Any) -> None:
+        state = self._signal_state(lifecycle.DISMISSED)
+        if state is not None:
+            lifecycle.receive(state, lifecycle.DISMISSED, kwargs)
+
+    def _signal_state(self, name: str) -> State | None:
+        """The state of the current app when this instance registered it."""
         try:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
         except RuntimeError:
-            receiver.logger.error(
-                "survey_completed was sent outside an app context; ignored."
-            )
-            return
+            receiver.logger.error("%s was sent outside an app context; ignored.", name)
+            return None
         state = app.extensions.get(EXTENSION_KEY)
         if state is not None and state.owner is self:
-            receiver.receive(state, kwargs)
+            return t.cast(State, state)
+        return None

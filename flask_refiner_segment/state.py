@@ -38,6 +38,8 @@ class Hooks:
     guard: t.Callable[[], bool] | None = None
     #: Names the workspace of the current request; ``None``: the default one.
     workspace_loader: t.Callable[[], str] | None = None
+    #: Yields past completions (signal keyword arguments) since a datetime.
+    completion_source: t.Callable[..., t.Iterable[t.Mapping[str, t.Any]]] | None = None
 
 
 class TTLCache(t.Generic[V]):

@@ -300,6 +300,26 @@ def _(h: Host, result: t.Any) -> None:
     assert nonzero_counts(h) == {"failed": 1, "sending": 1}
 
 
+@case("forget_user", lambda h: h.ext.forget_user(USER))
+def _(h: Host, result: t.Any) -> None:
+    assert result["profiles"] == 1 and result["traits"] >= 1
+    with h.app.app_context():
+        assert h.ext.get_profile(USER) is None  # erased, and kept erased
+
+
+def _shown(h: Host) -> None:
+    state = h.app.extensions["refiner_segment"]
+    workspaces.update(state, "default", {"lifecycle_events": True})
+    outbound_settings.invalidate(state)
+    hostapp.survey_shown.send(h.app, user_id="u-1", survey="nps-2026")
+
+
+@case("survey_shown signal", _shown)
+def _(h: Host, result: t.Any) -> None:
+    # It joined the host's transaction: rolled back with it, nothing pending.
+    assert nonzero_counts(h) == {"failed": 1, "sending": 1}
+
+
 def test_every_public_method_has_a_case():
     from flask_refiner_segment import RefinerSegment
 
@@ -308,10 +328,16 @@ def test_every_public_method_has_a_case():
         for name in vars(RefinerSegment)
         if not name.startswith("_") and callable(getattr(RefinerSegment, name))
     }
-    hooks_and_setup = {"init_app", "settings_guard", "workspace_loader"}
+    hooks_and_setup = {
+        "init_app",
+        "settings_guard",
+        "workspace_loader",
+        "completion_source",
+    }
     assert public - hooks_and_setup == set(CASES) - {
         "profile (deprecated)",
         "survey_completed signal",
+        "survey_shown signal",
     }
     assert "profile" in vars(RefinerSegment)  # the deprecated property
 
@@ -400,6 +426,7 @@ def test_settings_page_save(host: Host) -> None:
         ("test", {}, 302),
         ("retry-failed", {}, 302),
         ("webhook-secret", {"secret": "whsec-7a7a"}, 302),
+        ("backfill", {"days": "30"}, 302),
     ],
 )
 def test_settings_page_actions(host: Host, path: str, data: dict, status: int):

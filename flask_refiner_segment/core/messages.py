@@ -73,6 +73,9 @@ class BuildOptions:
     library_name: str = "flask-refiner-segment"
     library_version: str = "0.1.0"
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    #: Track event names of the survey lifecycle signals (:mod:`.lifecycle`).
+    shown_event: str = "Survey Shown"
+    dismissed_event: str = "Survey Dismissed"
 
 
 def dumps(obj: t.Any) -> str:

@@ -88,6 +88,13 @@ def record_row(state: State, row: dict[str, t.Any]) -> bool:
 
     :raise sqlalchemy.exc.SQLAlchemyError: the database refused.
     """
+    if row.pop("lifecycle", False):  # a survey_shown / survey_dismissed event
+        if row.pop("check_settings", False):
+            loaded = settings.load(state, row["workspace_id"])
+            if not loaded.lifecycle_events or loaded.skip_reason(row.get("survey_id")):
+                return False
+        record.insert_event(state, row)
+        return True
     if row.pop("check_settings", False):
         loaded = settings.load(state, row["workspace_id"])
         reason = loaded.skip_reason(row.get("survey_id"))

@@ -17,9 +17,9 @@ import typing as t
 import sqlalchemy as sa
 
 from ..core.completion import InvalidCompletion
+from ..core.lifecycle import build_payload_messages
 from ..core.messages import BuildOptions
 from ..core.messages import MessageTooLarge
-from ..core.messages import build_messages
 from ..tables import outbound as models
 from ..tables.base import utcnow
 from . import outbox
@@ -69,7 +69,7 @@ def prepare(
                 text = str(row.messages)
             else:
                 text = dumps(
-                    build_messages(
+                    build_payload_messages(
                         json.loads(row.payload), options, workspace_id=workspace_id
                     )
                 )

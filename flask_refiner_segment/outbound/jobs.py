@@ -19,6 +19,7 @@ from rq import get_current_job
 from ..core.completion import completion_nps_score
 from ..state import State
 from ..state import get_state
+from . import backfill_send
 from . import fallback
 from . import kick
 from . import retention
@@ -107,7 +108,8 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
 
 def sweep() -> dict[str, int]:
     """Periodic recovery: release expired leases, kick workspaces, reschedule;
-    then prune a bounded share of the deliveries past their retention."""
+    then prune a bounded share of the deliveries past their retention and
+    restart the send chains of backfills whose chain was lost."""
     with _app().app_context():
         state = get_state()
         try:
@@ -116,4 +118,5 @@ def sweep() -> dict[str, int]:
             # Even when the database is down: the next sweep must come.
             kick.schedule_sweep(state, _job_queue(state), force=True)
         result["pruned"] = retention.prune_some(state).total
+        result["backfills"] = backfill_send.resume(state)
         return result

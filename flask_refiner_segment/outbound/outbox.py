@@ -57,9 +57,15 @@ def bookkeeping(state: State) -> t.Iterator[sa.Connection]:
 
 
 def claim(
-    state: State, workspace_id: str, limit: int, due_by: dt.datetime | None = None
+    state: State,
+    workspace_id: str,
+    limit: int,
+    due_by: dt.datetime | None = None,
+    *,
+    status: str = models.PENDING,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now).
+    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now);
+    with ``status="backfill"`` a backfill's deliveries (its own jobs only).
 
     Safe with several workers: the ``status = 'pending'`` condition of the
     ``UPDATE`` is re-checked on rows another worker claimed meanwhile, and
@@ -74,7 +80,7 @@ def claim(
         sa.select(table.c.id)
         .where(
             table.c.workspace_id == workspace_id,
-            table.c.status == models.PENDING,
+            table.c.status == status,
             table.c.next_attempt_at <= due_by,
         )
         .order_by(table.c.id)
@@ -94,7 +100,7 @@ def claim(
             chosen = table.c.id.in_(due.scalar_subquery())
         rows = conn.execute(
             table.update()
-            .where(chosen, table.c.status == models.PENDING)
+            .where(chosen, table.c.status == status)
             .values(
                 status=models.SENDING,
                 claim_token=token,
@@ -290,6 +296,17 @@ def mark_retry(
             .values(next_attempt_at=next_at)
         )
     return expired, next_at
+
+
+def end_claim(
+    state: State, rows: t.Sequence[Claimed], status: str, **values: t.Any
+) -> list[int]:
+    """End claims with ``status`` (fenced; ``next_attempt_at``, ``attempted``
+    to count an attempt); returns the ids that changed."""
+    if values.pop("attempted", False):
+        values["attempts"] = delivery_table(state).c.attempts + 1
+    due = values.pop("next_attempt_at", None)
+    return _transition(state, rows, **_unclaimed(status, due), **values)
 
 
 def release(

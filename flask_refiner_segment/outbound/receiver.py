@@ -51,30 +51,34 @@ def _survey_id(kwargs: Mapping[str, t.Any]) -> str | None:
     return None if sid is None else str(sid)[:255]
 
 
-def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
+class Prepared(t.NamedTuple):
+    """A signal's arguments checked: the delivery ``row`` to record, or why
+    not (``status``: skipped or failed, ``reason``) with the ids in ``base``."""
+
+    base: dict[str, t.Any]
+    row: dict[str, t.Any] | None
+    status: str | None = None
+    reason: str | None = None
+
+
+def prepare(state: State, kwargs: Mapping[str, t.Any]) -> Prepared:
+    """Normalize a ``survey_completed`` signal's arguments into the delivery row
+    (the workspace's settings are not consulted here)."""
     workspace_id = state.workspace(kwargs.get("workspace_id"))
-    response_id = _response_id(kwargs)
-    survey_id = _survey_id(kwargs)
     user_id = kwargs.get("user_id")
     base = {
         "workspace_id": workspace_id,
-        "response_id": response_id,
-        "survey_id": survey_id,
+        "response_id": _response_id(kwargs),
+        "survey_id": _survey_id(kwargs),
         "user_id": None if user_id is None else str(user_id)[:255],
     }
-    try:
-        connection = hosttx.host_connection(state)
-    except sa.exc.SQLAlchemyError:
-        connection = None  # our own transaction refuses too: the fallback
     if user_id is None or user_id == "":
-        _skip(
-            state,
+        return Prepared(
             base,
+            None,
             models.SKIPPED,
             "no user_id: Segment cannot match the response to a profile",
-            connection,
         )
-        return
     try:
         completion = normalize_completion(
             user_id=user_id,
@@ -85,16 +89,32 @@ def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
             on_convert=lambda name: _log_conversion(state, name),
         )
     except InvalidCompletion as exc:
-        _skip(state, base, models.FAILED, f"invalid completion: {exc}", connection)
-        return
+        return Prepared(base, None, models.FAILED, f"invalid completion: {exc}")
     row = {
         **base,
         "payload": canonical_json(completion),
         "nps_score": completion_nps_score(completion),
         "answers": canonical_json(completion["response"]["answers"]),
     }
+    return Prepared(base, row)
+
+
+def _receive(state: State, kwargs: Mapping[str, t.Any]) -> None:
     try:
-        reason = settings.load(state, workspace_id).skip_reason(survey_id)
+        connection = hosttx.host_connection(state)
+    except sa.exc.SQLAlchemyError:
+        connection = None  # our own transaction refuses too: the fallback
+    prepared = prepare(state, kwargs)
+    base, row = prepared.base, prepared.row
+    if row is None:
+        _skip(
+            state, base, t.cast(str, prepared.status), str(prepared.reason), connection
+        )
+        return
+    try:
+        reason = settings.load(state, base["workspace_id"]).skip_reason(
+            base["survey_id"]
+        )
     except sa.exc.SQLAlchemyError as exc:
         # Settings unreadable: the worker decides the skip when it records it.
         _fallback_to_redis(state, row, exc, check_settings=True)

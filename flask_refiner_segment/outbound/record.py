@@ -102,7 +102,8 @@ def insert_pending(
 
     ``row`` holds ``workspace_id``, ``response_id``, ``survey_id``, ``user_id``,
     ``payload`` (canonical JSON of the normalized completion), ``nps_score``
-    and optionally ``answers`` (else read from ``payload``) and
+    and optionally ``answers`` (else read from ``payload``), ``status``
+    (:data:`~..tables.outbound.BACKFILL` for a backfill; else pending) and
     ``received_at`` (ISO-8601 UTC, set for completions that waited in the
     Redis fallback: one older than the response's latest recorded content is
     superseded and not delivered). ``False``: the content equals the latest.
@@ -142,7 +143,7 @@ def _values(state: State, row: dict[str, t.Any]) -> dict[str, t.Any]:
         "nps_score": row.get("nps_score"),
         "answers": answers,
         "content_hash": hashlib.sha256(row["payload"].encode()).hexdigest(),
-        "status": models.PENDING,
+        "status": row.get("status", models.PENDING),
         "attempts": 0,
         "created_at": now,
         "updated_at": recorded_at,
@@ -252,6 +253,61 @@ def _generic_upsert(
     except IntegrityError:
         return None
     return True
+
+
+def would_record(state: State, row: dict[str, t.Any]) -> bool:
+    """Whether :func:`insert_pending` would insert a delivery for ``row`` now
+    (its content differs from the response's latest recorded content)."""
+    responses = _responses(state)
+    with state.db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(responses.c.content_hash).where(
+                responses.c.workspace_id == row["workspace_id"],
+                responses.c.response_id == row["response_id"],
+            )
+        ).scalar()
+    return stored != hashlib.sha256(row["payload"].encode()).hexdigest()
+
+
+def insert_event(
+    state: State,
+    row: dict[str, t.Any],
+    *,
+    connection: sa.Connection | None = None,
+) -> None:
+    """Record a survey lifecycle event as a pending delivery.
+
+    ``row`` holds ``workspace_id``, ``survey_id``, ``user_id`` and ``payload``
+    (canonical JSON of the event, :func:`..core.lifecycle.normalize_event`).
+    Each event is its own delivery: no response row, no deduplication here
+    (its ``event_id`` makes the messageId, which Segment deduplicates).
+
+    :raise sqlalchemy.exc.SQLAlchemyError: the database refused.
+    """
+    now = utcnow()
+    stmt = (
+        _table(state)
+        .insert()
+        .values(
+            workspace_id=row["workspace_id"],
+            survey_id=row.get("survey_id"),
+            user_id=row.get("user_id"),
+            payload=row["payload"],
+            content_hash=hashlib.sha256(row["payload"].encode()).hexdigest(),
+            status=models.PENDING,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=now,
+            retry_until=now + dt.timedelta(seconds=state.config.retry_window),
+        )
+    )
+    if connection is not None:
+        with connection.begin_nested():
+            connection.execute(stmt)
+        return
+    with state.db.engine.begin() as conn:
+        conn.execute(stmt)
 
 
 def insert_unsent(

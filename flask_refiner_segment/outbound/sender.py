@@ -68,6 +68,8 @@ def build_options(state: State, current: WorkspaceSettings) -> BuildOptions:
         trait_prefix=current.trait_prefix,
         event_name=current.track_event,
         library_version=state.version,
+        shown_event=state.config.shown_event,
+        dismissed_event=state.config.dismissed_event,
     )
 
 
@@ -228,9 +230,7 @@ class Turn:
                     response_ids=[row.response_id for row in rows if row.id in ids],
                 )
         elif result.outcome == "retry":
-            expired, next_at = outbox.mark_retry(
-                self.state, self.workspace_id, rows, result
-            )
+            expired, next_at = self._mark_retry(rows, result)
             self.stats["retry"] += len(rows) - len(expired)
             gone = set(expired)
             self._fail(
@@ -261,6 +261,12 @@ class Turn:
         else:
             reason = f"{result.error} {result.body}".strip()
             self._fail(rows, reason, result.status_code)
+
+    def _mark_retry(
+        self, rows: list[sa.Row[t.Any]], result: SendResult
+    ) -> tuple[list[int], dt.datetime]:
+        """Back off: the ids that failed for good, and when to try again."""
+        return outbox.mark_retry(self.state, self.workspace_id, rows, result)
 
     def _lost(self, rows: list[sa.Row[t.Any]], changed: list[int]) -> None:
         """Log the claimed rows a state change did not reach (a stale claim)."""

@@ -48,6 +48,8 @@ class WorkspaceSettings:
     #: Why the stored custom data-plane URL may not be used (the URL policy,
     #: e.g. after ``ALLOW_PRIVATE_HOSTS`` was turned off); nothing is sent then.
     host_error: str | None = None
+    #: Survey Shown / Survey Dismissed tracks are sent (off by default).
+    lifecycle_events: bool = False
 
     @property
     def sendable(self) -> bool:
@@ -180,6 +182,7 @@ def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings
             else config.trait_prefix
         ),
         surveys=frozenset(surveys) if surveys is not None else None,
+        lifecycle_events=bool(row is not None and row.lifecycle_events),
         paused=paused,
         attention_reason=row.attention_reason if paused and row is not None else None,
         error=error,

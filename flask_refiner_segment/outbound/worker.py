@@ -88,13 +88,21 @@ class RecoveringSimpleWorker(_Recovering, SimpleWorker):
 
 
 def make_worker(
-    state: State, queue: Queue, connection: redis.Redis, *, simple: bool = False
+    state: State,
+    queue: Queue,
+    connection: redis.Redis,
+    *,
+    simple: bool = False,
+    extra_queues: t.Sequence[Queue] = (),
 ) -> RecoveringWorker | RecoveringSimpleWorker:
-    """A worker on ``queue`` whose idle wait ends every ``RECOVERY_INTERVAL``."""
+    """A worker on ``queue`` (then ``extra_queues``, taken only when ``queue``
+    is empty) whose idle wait ends every ``RECOVERY_INTERVAL``."""
     interval = state.config.recovery_interval
     # RQ blocks on the queue for ``worker_ttl - 15`` seconds at a time.
     ttl = max(16, math.ceil(interval) + 15)
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
-    rq_worker = worker_class([queue], connection=connection, worker_ttl=ttl)
+    rq_worker = worker_class(
+        [queue, *extra_queues], connection=connection, worker_ttl=ttl
+    )
     rq_worker.setup_recovery(state, queue)
     return rq_worker

@@ -20,7 +20,10 @@ SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
-STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED)
+#: A delivery recorded by a backfill: pending, but sent only by the backfill's
+#: own jobs (on their own queue), never ahead of live deliveries.
+BACKFILL = "backfill"
+STATUSES = (PENDING, SENDING, SENT, FAILED, SKIPPED, BACKFILL)
 
 
 class OutboundModels(t.NamedTuple):
@@ -50,6 +53,10 @@ def make_outbound_models(db: SQLAlchemy) -> OutboundModels:
         trait_prefix: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
         #: JSON list of survey ids to send; NULL sends every survey.
         surveys: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
+        #: Also send the survey_shown / survey_dismissed signals as tracks.
+        lifecycle_events: orm.Mapped[bool] = orm.mapped_column(
+            default=False, server_default=sa.false()
+        )
         #: Fingerprint of a write key Segment answered 401/403 for; deliveries
         #: wait while the current key has this fingerprint.
         rejected_key_fingerprint: orm.Mapped[str | None] = orm.mapped_column(

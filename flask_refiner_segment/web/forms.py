@@ -8,13 +8,16 @@ import typing as t
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import Field
+from wtforms import IntegerField
 from wtforms import PasswordField
 from wtforms import RadioField
 from wtforms import SelectMultipleField
 from wtforms import StringField
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired
+from wtforms.validators import InputRequired
 from wtforms.validators import Length
+from wtforms.validators import NumberRange
 from wtforms.validators import Optional
 from wtforms.validators import Regexp
 from wtforms.validators import ValidationError
@@ -118,6 +121,7 @@ class SettingsForm(FlaskForm):  # type: ignore[misc]
             no_control_characters,
         ],
     )
+    lifecycle_events = BooleanField("Also send survey shown and dismissed events")
     trait_prefix = StringField(
         "Trait prefix",
         filters=[_strip],
@@ -185,3 +189,16 @@ class WebhookSecretForm(FlaskForm):  # type: ignore[misc]
 
 class ActionForm(FlaskForm):  # type: ignore[misc]
     """A button: only the CSRF token."""
+
+
+class BackfillForm(FlaskForm):  # type: ignore[misc]
+    """Start a backfill of the last N days."""
+
+    days = IntegerField(
+        "Days",
+        default=30,
+        validators=[
+            InputRequired(message="Enter a number of days."),
+            NumberRange(min=1, max=3650, message="Enter 1 to 3650 days."),
+        ],
+    )

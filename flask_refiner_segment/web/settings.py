@@ -31,9 +31,13 @@ from ..outbound import settings as outbound_settings
 from ..state import State
 from ..state import get_state
 from ..tables import outbound as models
+from .backfill import register_backfill
+from .backfill import status as backfill_status
 from .forms import ActionForm
+from .forms import BackfillForm
 from .forms import SettingsForm
 from .forms import WebhookSecretForm
+from .insight import view as insight_view
 
 if t.TYPE_CHECKING:
     from ..outbound.client import SendResult
@@ -63,6 +67,8 @@ def make_blueprint() -> Blueprint:
         static_folder="static",
         static_url_path="/static",
     )
+
+    register_backfill(bp, _render, _refuse, _csrf_errors)
 
     @bp.get("/")
     def settings() -> Page:
@@ -173,6 +179,7 @@ def _store(
         "enabled": bool(form.enabled.data),
         "track_event": form.track_event.data,
         "trait_prefix": form.trait_prefix.data or "",
+        "lifecycle_events": bool(form.lifecycle_events.data),
         "surveys": form.survey_ids(),
     }
     if key_changed:
@@ -262,6 +269,7 @@ def _fill(form: SettingsForm, current: WorkspaceSettings) -> None:
         form.custom_api_host.data = current.custom_api_host or ""
     form.track_event.data = current.track_event
     form.trait_prefix.data = current.trait_prefix
+    form.lifecycle_events.data = current.lifecycle_events
     form.send_all.data = "all" if current.surveys is None else "selected"
     form.surveys.data = sorted(current.surveys or ())
 
@@ -317,6 +325,7 @@ def _render(
     new_inbound_key: str | None = None,
     notice: str | None = None,
     done: str | None = None,
+    backfill_form: BackfillForm | None = None,
 ) -> str:
     current = outbound_settings.load(state, ws, fresh=True)
     if form is None:
@@ -359,7 +368,13 @@ def _render(
         new_inbound_key=new_inbound_key,
         webhook_secret_hint=_secret_hint(state, row),
         private_hosts_allowed=config.allow_private_hosts,
+        shown_event=config.shown_event,
+        dismissed_event=config.dismissed_event,
         scheduler_missing=_scheduler_missing(state, counts),
+        backfill_form=backfill_form or BackfillForm(formdata=None),
+        backfill=backfill_status(state, ws),
+        insight=insight_view(state, ws),
+        has_completion_source=state.hooks.completion_source is not None,
     )
 
 
