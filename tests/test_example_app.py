@@ -44,6 +44,9 @@ def _start(tmp_path: Path) -> Demo:
         **os.environ,
         "EXAMPLE_PORT": str(port),
         "EXAMPLE_INSTANCE_PATH": str(instance),
+        # A newcomer's first answers: no past responses to say "already
+        # answered" (the seeded history is walked in test_example_beyond).
+        "EXAMPLE_SEED_HISTORY": "0",
     }
     for name in ("REDIS_URL", "SEGMENT_WRITE_KEY", "EXAMPLE_INBOUND_API_KEY"):
         env.pop(name, None)  # the demo starts its own Redis, offline

@@ -78,6 +78,30 @@ def test_503_then_recovery_loses_nothing(make_app, segment, redis_url):
     assert len(segment.messages) == 15 and segment.duplicates == 0
 
 
+def test_a_backoff_pushed_past_the_scheduled_retry_gets_a_turn(
+    make_app, segment, redis_url
+):
+    """A retry is scheduled for the end of a backoff; a later failure pushes the
+    workspace's backoff further (one retry stays scheduled, the earlier): the
+    turn that finds nothing due at the earlier time schedules the later."""
+    app = make_app(REFINER_SEGMENT_BACKOFF_BASE=1.0, REFINER_SEGMENT_BACKOFF_MAX=1.0)
+    segment.set_fault(status=429, retry_after="4")  # every backoff is 4 s
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    (first,) = deliveries(app)
+    time.sleep(1.5)
+    send_completion(app, 2)
+    run_worker(app, redis_url)
+    rows = deliveries(app)
+    assert [r.attempts for r in rows] == [1, 1]
+    assert all(
+        r.next_attempt_at - first.next_attempt_at > dt.timedelta(seconds=1)
+        for r in rows
+    )
+    segment.clear_faults()
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 2})
+
+
 def test_retry_after_is_honoured(app, segment, redis_url):
     segment.set_fault(status=429, retry_after="2", times=1)
     send_completion(app, 1)

@@ -182,15 +182,20 @@ class Turn:
                     return "more"
         finally:
             self.client.close()
-        if self.stats["retry"]:
-            self._follow_up()
-        return "done"
+        return "done" if self.paused else self._follow_up()
 
-    def _follow_up(self) -> None:
-        """After a retry: schedule the workspace's next attempt."""
+    def _follow_up(self) -> str:
+        """Nothing more is due now: make sure the workspace's next pending
+        delivery gets a turn when it is due (a backoff may end later than the
+        retry already scheduled, which would otherwise have been its last
+        turn); ``"more"`` when one came due meanwhile."""
         when = outbox.next_due(self.state, self.workspace_id)
-        if when is not None and when > utcnow():
-            kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
+        if when is None:
+            return "done"
+        if when <= utcnow():
+            return "more"
+        kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
+        return "done"
 
     def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:
         prepared = frozen.prepare(self.state, rows, self.options, self.workspace_id)
