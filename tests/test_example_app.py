@@ -37,16 +37,16 @@ class Demo(t.NamedTuple):
     instance: Path
 
 
-def _start(tmp_path: Path) -> Demo:
+def _start(tmp_path: Path, *, history: bool = False) -> Demo:
+    """Start the demo; without ``history`` no past responses are seeded (a
+    newcomer's first answers, not "already answered")."""
     port = free_port()
     instance = tmp_path / "instance"
     env = {
         **os.environ,
         "EXAMPLE_PORT": str(port),
         "EXAMPLE_INSTANCE_PATH": str(instance),
-        # A newcomer's first answers: no past responses to say "already
-        # answered" (the seeded history is walked in test_example_beyond).
-        "EXAMPLE_SEED_HISTORY": "0",
+        "EXAMPLE_SEED_HISTORY": "1" if history else "0",
     }
     for name in ("REDIS_URL", "SEGMENT_WRITE_KEY", "EXAMPLE_INBOUND_API_KEY"):
         env.pop(name, None)  # the demo starts its own Redis, offline

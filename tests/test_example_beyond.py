@@ -14,7 +14,10 @@ from example_app.history import HISTORY_SIZE
 
 from .conftest import ROOT
 from .conftest import launch_chromium
-from .test_example_app import example  # noqa: F401 - the fixture
+from .test_example_app import KEY
+from .test_example_app import Demo
+from .test_example_app import _start
+from .test_example_app import _stop
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +36,17 @@ def _wait(check: t.Callable[[], bool], what: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_lifecycle_backfill_chart_and_forget(example: str) -> None:  # noqa: F811
+@pytest.fixture
+def example(tmp_path: t.Any) -> t.Iterator[str]:
+    """The demo with its seeded history; the base URL."""
+    demo: Demo = _start(tmp_path, history=True)
+    try:
+        yield demo.url
+    finally:
+        _stop(demo)
+
+
+def test_lifecycle_backfill_chart_and_forget(example: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -45,6 +58,7 @@ def test_lifecycle_backfill_chart_and_forget(example: str) -> None:  # noqa: F81
 
             # Lifecycle events: off until the admin ticks the box.
             page.click("#nav-settings")
+            page.fill("#write_key", KEY)  # pasted, as the setup says
             page.check("#lifecycle_events")
             page.click("#save")
             page.wait_for_selector("text=Settings saved.")
@@ -103,11 +117,17 @@ def test_lifecycle_backfill_chart_and_forget(example: str) -> None:  # noqa: F81
             browser.close()
 
 
-def test_backfill_and_forget_user_from_the_cli(tmp_path: t.Any, redis_url: str) -> None:
+def test_backfill_and_forget_user_from_the_cli(
+    tmp_path: t.Any, redis_url: str, redis_conn: t.Any
+) -> None:
+    """``redis_conn``: the session's Redis is flushed after (the backfill's
+    send chain waits there, for no worker of this test)."""
     env = {
         **os.environ,
         "EXAMPLE_INSTANCE_PATH": str(tmp_path / "instance"),
         "REDIS_URL": redis_url,
+        # Nothing is sent here (no worker): a key from the environment suffices.
+        "SEGMENT_WRITE_KEY": KEY,
     }
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
