@@ -179,6 +179,16 @@ def _(h: Host, result: t.Any) -> None:
         assert not h.ext.settings().paused  # the pause was lifted and kept
 
 
+@case(
+    "save_settings",
+    lambda h: h.ext.save_settings("ws-b", write_key="key-of-ws-b", region="eu"),
+)
+def _(h: Host, result: t.Any) -> None:
+    assert result.sendable and "eu" in result.api_host
+    with h.app.app_context():
+        assert h.ext.settings("ws-b").write_key == "key-of-ws-b"
+
+
 @case("rotate_inbound_key", lambda h: h.ext.rotate_inbound_key("ws-b"))
 def _(h: Host, result: t.Any) -> None:
     assert isinstance(result, str) and result
