@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import typing as t
 
 import sqlalchemy as sa
@@ -24,3 +25,13 @@ def deliveries(app: t.Any) -> list[t.Any]:
 def statuses(app: t.Any) -> collections.Counter[str]:
     """How many deliveries of ``app`` have each status."""
     return collections.Counter(r.status for r in deliveries(app))
+
+
+#: ``REFINER_TEST_FUZZ_SCALE=10`` gives every property-based test ten times its
+#: examples: a deeper search than the default run's, for a quiet moment.
+FUZZ_SCALE = float(os.environ.get("REFINER_TEST_FUZZ_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """Hypothesis's ``max_examples`` for a test that asks for ``n``."""
+    return max(1, round(n * FUZZ_SCALE))

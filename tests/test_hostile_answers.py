@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from .conftest import drain
 from .conftest import send_completion
+from .helpers import examples
 
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=40),
@@ -82,7 +83,7 @@ def test_hostile_answers_are_recorded_delivered_and_segmentable(
     seen = {"n": 0}
 
     @settings(
-        max_examples=25,
+        max_examples=examples(25),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from .helpers import examples
 from .inbound_support import API_KEY
 from .inbound_support import URL
 from .inbound_support import close_app
@@ -172,7 +173,9 @@ garbage = (
 
 
 @settings(
-    max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(500),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(body=broken_batches())
 def test_broken_message_in_a_batch_is_400_and_stores_nothing(sqlite_app, body):
@@ -188,7 +191,9 @@ def test_broken_message_in_a_batch_is_400_and_stores_nothing(sqlite_app, body):
 
 
 @settings(
-    max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(400),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(body=garbage)
 def test_garbage_bodies_never_5xx(sqlite_app, body):
@@ -213,7 +218,9 @@ authorizations = (
 
 
 @settings(
-    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
     authorization=st.none() | authorizations,
@@ -310,7 +317,7 @@ def any_db_app(database_url: str) -> t.Iterator[Flask]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

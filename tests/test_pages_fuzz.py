@@ -35,6 +35,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from .helpers import examples
 from .inbound_support import API_KEY
 from .inbound_support import counts
 from .inbound_support import group
@@ -51,11 +52,11 @@ ACTIONS = ("test", "retry-failed", "rotate-key")
 FORM = "application/x-www-form-urlencoded"
 
 
-def fuzz(examples: int) -> settings:
+def fuzz(count: int) -> settings:
     """One app per test function, shared by its examples; no deadline (other
     test runs share the machine)."""
     return settings(
-        max_examples=examples,
+        max_examples=examples(count),
         deadline=None,
         suppress_health_check=[
             HealthCheck.function_scoped_fixture,

@@ -37,6 +37,8 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from .helpers import examples
+
 UTC = dt.timezone.utc
 PLUS2 = dt.timezone(dt.timedelta(hours=2))
 WHEN = dt.datetime(2026, 11, 28, 10, 30, 0, 123456, tzinfo=UTC)
@@ -1281,7 +1283,7 @@ long_text = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     answers=st.dictionaries(st.text(max_size=12), json_values | long_text, max_size=6),
     scopes=st.lists(st.sampled_from(["user", "account", None]), max_size=6),
@@ -1333,7 +1335,7 @@ def test_random_answers_always_fit_or_raise(
         assert MESSAGE_ID.fullmatch(m["messageId"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text())
 def test_slugify_shape(text):
     slug = slugify(text)
@@ -1342,7 +1344,7 @@ def test_slugify_shape(text):
     assert slug == slugify(slug)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.text(max_size=6), unique=True, max_size=8),
     st.lists(st.text(max_size=6), max_size=8),

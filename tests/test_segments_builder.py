@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from .helpers import examples
 from .test_pages_fuzz import fuzz
 from .test_pages_fuzz import hostile
 from .test_pages_fuzz import no_500
@@ -48,7 +49,7 @@ def _has_where(rules: dict[str, t.Any]) -> bool:
     return False
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(rules=rules_st)
 def test_rules_round_trip_through_the_rows(rules: dict[str, t.Any]) -> None:
     builder = b.to_builder(rules)

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from .helpers import examples
 from .inbound_support import close_app
 from .test_segments import WS
 from .test_segments import insert_data
@@ -285,7 +286,7 @@ def _clear(app: Flask) -> None:
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
