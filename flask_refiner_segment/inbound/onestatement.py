@@ -35,91 +35,81 @@ if t.TYPE_CHECKING:
 PLAIN_TYPES = frozenset({"identify", "group", "track", "page", "screen"})
 
 _SPAN = """
-        first_seen_at = least({t}.first_seen_at, excluded.first_seen_at),
-        last_seen_at = greatest({t}.last_seen_at, excluded.last_seen_at)"""
+        first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+        last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at)"""
 
 _TRAITS = """
-traits_{name} AS (
-    INSERT INTO {t} (workspace_id, {owner}, key, value, value_type, value_text,
-                     value_num, value_at, updated_at)
-    SELECT DISTINCT ON (x.subject, x.key) :ws, x.subject, x.key,
-           CAST(x.value AS jsonb), x.type, x.text, x.num, x.at, :now
-    FROM unnest(CAST(:{name}_mid AS text[]), CAST(:{name}_subject AS text[]),
-                CAST(:{name}_key AS text[]), CAST(:{name}_value AS text[]),
-                CAST(:{name}_type AS text[]), CAST(:{name}_text AS text[]),
-                CAST(:{name}_num AS float8[]), CAST(:{name}_at AS timestamp[]))
-         WITH ORDINALITY AS x(mid, subject, key, value, type, text, num, at, ord)
-    WHERE x.mid IN (SELECT message_id FROM claimed)
-    ORDER BY x.subject, x.key, x.at DESC, x.ord DESC
+{kind}traits AS (
+    INSERT INTO {table} AS t (workspace_id, {owner}, key, value, value_type,
+                             value_text, value_num, value_at, updated_at)
+    SELECT DISTINCT ON (subject, key) :ws, subject, key, CAST(value AS jsonb),
+           type, text, num, at, :now
+    FROM tr WHERE kind = '{kind}'
+    ORDER BY subject, key, at DESC, ord DESC
     ON CONFLICT (workspace_id, {owner}, key) DO UPDATE SET
         value = excluded.value, value_type = excluded.value_type,
         value_text = excluded.value_text, value_num = excluded.value_num,
         value_at = excluded.value_at, updated_at = excluded.updated_at
-    WHERE {t}.value_at <= excluded.value_at
+    WHERE t.value_at <= excluded.value_at
 )"""
 
+# The request's messages (``src``), claimed by id; ``new``: those claimed now.
 _STATEMENT = """
-WITH claimed AS (
+WITH src AS (
+    SELECT * FROM unnest(CAST(:mid AS text[]), CAST(:type AS text[]),
+        CAST(:uid AS text[]), CAST(:gid AS text[]), CAST(:name AS text[]),
+        CAST(:cat AS text[]), CAST(:props AS text[]), CAST(:at AS timestamp[]))
+        WITH ORDINALITY AS s(mid, type, uid, gid, name, cat, props, at, ord)
+),
+claimed AS (
     INSERT INTO {message} (workspace_id, message_id, type, received_at)
-    SELECT :ws, m.id, m.type, :now
-    FROM unnest(CAST(:m_id AS text[]), CAST(:m_type AS text[])) AS m(id, type)
-    ORDER BY m.id
+    SELECT :ws, mid, type, :now FROM src ORDER BY mid
     ON CONFLICT (workspace_id, message_id) DO NOTHING
     RETURNING message_id
 ),
-seen AS (
-    SELECT s.user_id, s.group_id, s.at
-    FROM unnest(CAST(:s_mid AS text[]), CAST(:s_user AS text[]),
-                CAST(:s_group AS text[]), CAST(:s_at AS timestamp[]))
-         AS s(mid, user_id, group_id, at)
-    WHERE s.mid IN (SELECT message_id FROM claimed)
+new AS (SELECT * FROM src WHERE mid IN (SELECT message_id FROM claimed)),
+tr AS (
+    SELECT * FROM unnest(CAST(:t_mid AS text[]), CAST(:t_kind AS text[]),
+        CAST(:t_subject AS text[]), CAST(:t_key AS text[]),
+        CAST(:t_value AS text[]), CAST(:t_type AS text[]),
+        CAST(:t_text AS text[]), CAST(:t_num AS float8[]),
+        CAST(:t_at AS timestamp[]))
+        WITH ORDINALITY AS x(mid, kind, subject, key, value, type, text, num, at, ord)
+    WHERE mid IN (SELECT message_id FROM claimed)
 ),
 profiles AS (
-    INSERT INTO {profile} (workspace_id, user_id, first_seen_at, last_seen_at,
-                           updated_at)
-    SELECT :ws, user_id, min(at), max(at), :now FROM seen
-    GROUP BY user_id ORDER BY user_id
-    ON CONFLICT (workspace_id, user_id) DO UPDATE SET{profile_span},
+    INSERT INTO {profile} AS t (workspace_id, user_id, first_seen_at,
+                                last_seen_at, updated_at)
+    SELECT :ws, uid, min(at), max(at), :now FROM new GROUP BY uid ORDER BY uid
+    ON CONFLICT (workspace_id, user_id) DO UPDATE SET{span},
         updated_at = excluded.updated_at
 ),
 accounts AS (
-    INSERT INTO {account} (workspace_id, group_id, first_seen_at, last_seen_at,
-                           updated_at)
-    SELECT :ws, group_id, min(at), max(at), :now FROM seen
-    WHERE group_id IS NOT NULL GROUP BY group_id ORDER BY group_id
-    ON CONFLICT (workspace_id, group_id) DO UPDATE SET{account_span},
+    INSERT INTO {account} AS t (workspace_id, group_id, first_seen_at,
+                                last_seen_at, updated_at)
+    SELECT :ws, gid, min(at), max(at), :now FROM new WHERE type = 'group'
+    GROUP BY gid ORDER BY gid
+    ON CONFLICT (workspace_id, group_id) DO UPDATE SET{span},
         updated_at = excluded.updated_at
 ),
 links AS (
-    INSERT INTO {membership} (workspace_id, user_id, group_id, first_seen_at,
-                              last_seen_at)
-    SELECT :ws, user_id, group_id, min(at), max(at) FROM seen
-    WHERE group_id IS NOT NULL GROUP BY user_id, group_id ORDER BY user_id, group_id
-    ON CONFLICT (workspace_id, user_id, group_id) DO UPDATE SET{membership_span}
+    INSERT INTO {membership} AS t (workspace_id, user_id, group_id,
+                                   first_seen_at, last_seen_at)
+    SELECT :ws, uid, gid, min(at), max(at) FROM new WHERE type = 'group'
+    GROUP BY uid, gid ORDER BY uid, gid
+    ON CONFLICT (workspace_id, user_id, group_id) DO UPDATE SET{span}
 ),{user_traits},{account_traits},
 events AS (
     INSERT INTO {event} (workspace_id, user_id, message_id, name, properties,
                          timestamp, received_at)
-    SELECT :ws, e.user_id, e.mid, e.name, CAST(e.properties AS jsonb), e.at, :now
-    FROM unnest(CAST(:e_mid AS text[]), CAST(:e_user AS text[]),
-                CAST(:e_name AS text[]), CAST(:e_properties AS text[]),
-                CAST(:e_at AS timestamp[]))
-         WITH ORDINALITY AS e(mid, user_id, name, properties, at, ord)
-    WHERE e.mid IN (SELECT message_id FROM claimed)
-    ORDER BY e.ord
+    SELECT :ws, uid, mid, name, CAST(props AS jsonb), at, :now FROM new
+    WHERE type = 'track' ORDER BY ord
 ),
 views AS (
-    INSERT INTO {view} (workspace_id, user_id, message_id, kind, name, category,
-                        properties, timestamp, received_at)
-    SELECT :ws, v.user_id, v.mid, v.kind, v.name, v.category,
-           CAST(v.properties AS jsonb), v.at, :now
-    FROM unnest(CAST(:v_mid AS text[]), CAST(:v_user AS text[]),
-                CAST(:v_kind AS text[]), CAST(:v_name AS text[]),
-                CAST(:v_category AS text[]), CAST(:v_properties AS text[]),
-                CAST(:v_at AS timestamp[]))
-         WITH ORDINALITY AS v(mid, user_id, kind, name, category, properties, at, ord)
-    WHERE v.mid IN (SELECT message_id FROM claimed)
-    ORDER BY v.ord
+    INSERT INTO {view} (workspace_id, user_id, message_id, kind, name,
+                        category, properties, timestamp, received_at)
+    SELECT :ws, uid, mid, type, name, cat, CAST(props AS jsonb), at, :now
+    FROM new WHERE type IN ('page', 'screen') ORDER BY ord
 )
 SELECT count(*) FROM claimed
 """
@@ -127,28 +117,31 @@ SELECT count(*) FROM claimed
 
 @functools.lru_cache(maxsize=16)
 def statement(models: InboundModels, dialect: sa.Dialect) -> sa.TextClause:
-    """The statement for one set of inbound tables (built once)."""
-    quote = dialect.identifier_preparer.format_table
-    names = {
-        "message": quote(models.InboundMessage.__table__),
-        "profile": quote(models.Profile.__table__),
-        "account": quote(models.Account.__table__),
-        "membership": quote(models.Membership.__table__),
-        "event": quote(models.Event.__table__),
-        "view": quote(models.View.__table__),
-    }
-    user_trait = quote(models.UserTrait.__table__)
-    account_trait = quote(models.AccountTrait.__table__)
-    return sa.text(
-        _STATEMENT.format(
-            **names,
-            profile_span=_SPAN.format(t=names["profile"]),
-            account_span=_SPAN.format(t=names["account"]),
-            membership_span=_SPAN.format(t=names["membership"]),
-            user_traits=_TRAITS.format(name="ut", t=user_trait, owner="user_id"),
-            account_traits=_TRAITS.format(name="at", t=account_trait, owner="group_id"),
-        )
+    """The statement for one set of inbound tables (built once).
+
+    Its whitespace is squeezed: psycopg caches the parsing of statements up
+    to 4 kB, and this one is parsed for every request otherwise.
+    """
+
+    def name(model: t.Any) -> str:
+        return dialect.identifier_preparer.format_table(model.__table__)
+
+    sql = _STATEMENT.format(
+        message=name(models.InboundMessage),
+        profile=name(models.Profile),
+        account=name(models.Account),
+        membership=name(models.Membership),
+        event=name(models.Event),
+        view=name(models.View),
+        span=_SPAN,
+        user_traits=_TRAITS.format(
+            kind="u", table=name(models.UserTrait), owner="user_id"
+        ),
+        account_traits=_TRAITS.format(
+            kind="a", table=name(models.AccountTrait), owner="group_id"
+        ),
     )
+    return sa.text(" ".join(sql.split()))
 
 
 def plain(messages: t.Iterable[Message]) -> bool:
@@ -156,42 +149,42 @@ def plain(messages: t.Iterable[Message]) -> bool:
     return all(m.type in PLAIN_TYPES for m in messages)
 
 
+#: The statement's arrays: per message, and per trait.
+MESSAGE_COLUMNS = ("mid", "type", "uid", "gid", "name", "cat", "props", "at")
+TRAIT_COLUMNS = tuple(
+    f"t_{c}"
+    for c in ("mid", "kind", "subject", "key", "value", "type", "text", "num", "at")
+)
+
+
 def parameters(
     workspace_id: str, messages: t.Sequence[Message], now: dt.datetime
 ) -> dict[str, t.Any]:
     """The statement's parameters: one array per column, in request order."""
-    p: dict[str, t.Any] = {"ws": workspace_id, "now": now}
-    columns = {
-        "m": ("id", "type"),
-        "s": ("mid", "user", "group", "at"),
-        "e": ("mid", "user", "name", "properties", "at"),
-        "v": ("mid", "user", "kind", "name", "category", "properties", "at"),
-        "ut": ("mid", "subject", "key", "value", "type", "text", "num", "at"),
-        "at": ("mid", "subject", "key", "value", "type", "text", "num", "at"),
-    }
-    for prefix, names in columns.items():
-        for name in names:
-            p[f"{prefix}_{name}"] = []
-
-    def add(prefix: str, *values: t.Any) -> None:
-        for name, value in zip(columns[prefix], values, strict=True):
-            p[f"{prefix}_{name}"].append(value)
-
+    rows: list[tuple[t.Any, ...]] = []
+    traits: list[tuple[t.Any, ...]] = []
     for m in messages:
-        mid, user, at = m.message_id, m.user_id, m.timestamp
-        add("m", mid, m.type)
-        add("s", mid, user, m.group_id if m.type == "group" else None, at)
-        if m.type == "track":
-            add("e", mid, user, m.event, json.dumps(m.properties or {}), at)
-        elif m.type in ("page", "screen"):
+        props = None
+        if m.type != "identify" and m.type != "group":
             props = json.dumps(m.properties or {})
-            add("v", mid, user, m.type, m.name, m.category, props, at)
-        elif m.traits:
-            identify = m.type == "identify"
-            prefix, subject = ("ut", user) if identify else ("at", m.group_id)
+        name = m.event if m.type == "track" else m.name
+        rows.append(
+            (m.message_id, m.type, m.user_id, m.group_id, name, m.category, props,
+             m.timestamp)
+        )  # fmt: skip
+        if m.traits and m.type in ("identify", "group"):
+            kind, subject = (
+                ("u", m.user_id) if m.type == "identify" else ("a", m.group_id)
+            )
             for key, value in m.traits.items():
-                add(prefix, mid, subject, key, json.dumps(value),
-                    *scalar_projection(value), at)  # fmt: skip
+                traits.append(
+                    (m.message_id, kind, subject, key, json.dumps(value),
+                     *scalar_projection(value), m.timestamp)
+                )  # fmt: skip
+    p: dict[str, t.Any] = {"ws": workspace_id, "now": now}
+    for names, table in ((MESSAGE_COLUMNS, rows), (TRAIT_COLUMNS, traits)):
+        columns = list(zip(*table, strict=True)) or [()] * len(names)
+        p.update((n, list(c)) for n, c in zip(names, columns, strict=True))
     return p
 
 
