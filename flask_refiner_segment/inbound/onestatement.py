@@ -4,9 +4,9 @@ A request whose messages are all ``identify``, ``group``, ``track``, ``page``
 or ``screen`` (what Segment sends nearly always) is written by a single
 statement, one round trip whatever the batch size: data-modifying CTEs claim
 the ``messageId``\\ s (``INSERT .. ON CONFLICT DO NOTHING RETURNING``) and
-write only the rows of the claimed ids. The messages travel as arrays (one
-parameter per column, ``unnest``), so the SQL text is the same for every
-request and psycopg prepares it once per connection.
+write only the rows of the claimed ids. The messages and their traits travel
+as two JSON arrays of rows (``json_to_recordset``), so the SQL text is the same
+for every request and psycopg prepares it once per connection.
 
 It stores what :class:`~.store._Writer` stores: per key the seen span widens,
 per trait key the value with the newest time wins (on equal times, the later
@@ -53,13 +53,13 @@ _TRAITS = """
     WHERE t.value_at <= excluded.value_at
 )"""
 
-# The request's messages (``src``), claimed by id; ``new``: those claimed now.
+# The request's messages (``src``), claimed by id; ``new``: those claimed now;
+# ``tr``: the traits of the new ones.
 _STATEMENT = """
 WITH src AS (
-    SELECT * FROM unnest(CAST(:mid AS text[]), CAST(:type AS text[]),
-        CAST(:uid AS text[]), CAST(:gid AS text[]), CAST(:name AS text[]),
-        CAST(:cat AS text[]), CAST(:props AS text[]), CAST(:at AS timestamp[]))
-        WITH ORDINALITY AS s(mid, type, uid, gid, name, cat, props, at, ord)
+    SELECT * FROM json_to_recordset(CAST(:messages AS json)) AS s(mid text,
+        type text, uid text, gid text, name text, cat text, props jsonb,
+        at timestamp, ord int)
 ),
 claimed AS (
     INSERT INTO {message} (workspace_id, message_id, type, received_at)
@@ -69,12 +69,9 @@ claimed AS (
 ),
 new AS (SELECT * FROM src WHERE mid IN (SELECT message_id FROM claimed)),
 tr AS (
-    SELECT * FROM unnest(CAST(:t_mid AS text[]), CAST(:t_kind AS text[]),
-        CAST(:t_subject AS text[]), CAST(:t_key AS text[]),
-        CAST(:t_value AS text[]), CAST(:t_type AS text[]),
-        CAST(:t_text AS text[]), CAST(:t_num AS float8[]),
-        CAST(:t_at AS timestamp[]))
-        WITH ORDINALITY AS x(mid, kind, subject, key, value, type, text, num, at, ord)
+    SELECT * FROM json_to_recordset(CAST(:traits AS json)) AS x(mid text,
+        kind text, subject text, key text, value text, type text, text text,
+        num float8, at timestamp, ord int)
     WHERE mid IN (SELECT message_id FROM claimed)
 ),
 profiles AS (
@@ -102,13 +99,13 @@ links AS (
 events AS (
     INSERT INTO {event} (workspace_id, user_id, message_id, name, properties,
                          timestamp, received_at)
-    SELECT :ws, uid, mid, name, CAST(props AS jsonb), at, :now FROM new
+    SELECT :ws, uid, mid, name, props, at, :now FROM new
     WHERE type = 'track' ORDER BY ord
 ),
 views AS (
     INSERT INTO {view} (workspace_id, user_id, message_id, kind, name,
                         category, properties, timestamp, received_at)
-    SELECT :ws, uid, mid, type, name, cat, CAST(props AS jsonb), at, :now
+    SELECT :ws, uid, mid, type, name, cat, props, at, :now
     FROM new WHERE type IN ('page', 'screen') ORDER BY ord
 )
 SELECT count(*) FROM claimed
@@ -149,43 +146,56 @@ def plain(messages: t.Iterable[Message]) -> bool:
     return all(m.type in PLAIN_TYPES for m in messages)
 
 
-#: The statement's arrays: per message, and per trait.
-MESSAGE_COLUMNS = ("mid", "type", "uid", "gid", "name", "cat", "props", "at")
-TRAIT_COLUMNS = tuple(
-    f"t_{c}"
-    for c in ("mid", "kind", "subject", "key", "value", "type", "text", "num", "at")
-)
-
-
 def parameters(
     workspace_id: str, messages: t.Sequence[Message], now: dt.datetime
 ) -> dict[str, t.Any]:
-    """The statement's parameters: one array per column, in request order."""
-    rows: list[tuple[t.Any, ...]] = []
-    traits: list[tuple[t.Any, ...]] = []
+    """The statement's parameters: the messages and their traits as JSON
+    arrays of rows (one ``json.dumps`` each, where arrays of values would be
+    dumped value by value)."""
+    rows: list[dict[str, t.Any]] = []
+    traits: list[dict[str, t.Any]] = []
     for m in messages:
-        props = None
-        if m.type != "identify" and m.type != "group":
-            props = json.dumps(m.properties or {})
-        name = m.event if m.type == "track" else m.name
+        at = m.timestamp.isoformat()
         rows.append(
-            (m.message_id, m.type, m.user_id, m.group_id, name, m.category, props,
-             m.timestamp)
-        )  # fmt: skip
+            {
+                "mid": m.message_id,
+                "type": m.type,
+                "uid": m.user_id,
+                "gid": m.group_id,
+                "name": m.event if m.type == "track" else m.name,
+                "cat": m.category,
+                "props": m.properties or {},
+                "at": at,
+                "ord": len(rows),
+            }
+        )
         if m.traits and m.type in ("identify", "group"):
             kind, subject = (
                 ("u", m.user_id) if m.type == "identify" else ("a", m.group_id)
             )
             for key, value in m.traits.items():
+                # ``value`` as JSON text: a JSON null stays a JSON null.
+                kept, text, num = scalar_projection(value)
                 traits.append(
-                    (m.message_id, kind, subject, key, json.dumps(value),
-                     *scalar_projection(value), m.timestamp)
-                )  # fmt: skip
-    p: dict[str, t.Any] = {"ws": workspace_id, "now": now}
-    for names, table in ((MESSAGE_COLUMNS, rows), (TRAIT_COLUMNS, traits)):
-        columns = list(zip(*table, strict=True)) or [()] * len(names)
-        p.update((n, list(c)) for n, c in zip(names, columns, strict=True))
-    return p
+                    {
+                        "mid": m.message_id,
+                        "kind": kind,
+                        "subject": subject,
+                        "key": key,
+                        "value": json.dumps(value, ensure_ascii=False),
+                        "type": kept,
+                        "text": text,
+                        "num": num,
+                        "at": at,
+                        "ord": len(traits),
+                    }
+                )
+    return {
+        "ws": workspace_id,
+        "now": now,
+        "messages": json.dumps(rows, ensure_ascii=False),
+        "traits": json.dumps(traits, ensure_ascii=False),
+    }
 
 
 def store_plain(
