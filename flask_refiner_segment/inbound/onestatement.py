@@ -53,9 +53,8 @@ _TRAITS = """
     WHERE t.value_at <= excluded.value_at
 )"""
 
-# The request's messages (``src``), claimed by id; ``new``: those claimed now;
-# ``tr``: the traits of the new ones.
-_STATEMENT = """
+# The request's messages (``src``), claimed by id; ``new``: those claimed now.
+_HEAD = """
 WITH src AS (
     SELECT * FROM json_to_recordset(CAST(:messages AS json)) AS s(mid text,
         type text, uid text, gid text, name text, cat text, props jsonb,
@@ -68,19 +67,24 @@ claimed AS (
     RETURNING message_id
 ),
 new AS (SELECT * FROM src WHERE mid IN (SELECT message_id FROM claimed)),
-tr AS (
-    SELECT * FROM json_to_recordset(CAST(:traits AS json)) AS x(mid text,
-        kind text, subject text, key text, value text, type text, text text,
-        num float8, at timestamp, ord int)
-    WHERE mid IN (SELECT message_id FROM claimed)
-),
 profiles AS (
     INSERT INTO {profile} AS t (workspace_id, user_id, first_seen_at,
                                 last_seen_at, updated_at)
     SELECT :ws, uid, min(at), max(at), :now FROM new GROUP BY uid ORDER BY uid
     ON CONFLICT (workspace_id, user_id) DO UPDATE SET{span},
         updated_at = excluded.updated_at
-),
+)"""
+
+# The traits of the new messages.
+_TR = """
+tr AS (
+    SELECT * FROM json_to_recordset(CAST(:traits AS json)) AS x(mid text,
+        kind text, subject text, key text, value text, type text, text text,
+        num float8, at timestamp, ord int)
+    WHERE mid IN (SELECT message_id FROM claimed)
+)"""
+
+_GROUPS = """
 accounts AS (
     INSERT INTO {account} AS t (workspace_id, group_id, first_seen_at,
                                 last_seen_at, updated_at)
@@ -95,48 +99,71 @@ links AS (
     SELECT :ws, uid, gid, min(at), max(at) FROM new WHERE type = 'group'
     GROUP BY uid, gid ORDER BY uid, gid
     ON CONFLICT (workspace_id, user_id, group_id) DO UPDATE SET{span}
-),{user_traits},{account_traits},
+)"""
+
+_EVENTS = """
 events AS (
     INSERT INTO {event} (workspace_id, user_id, message_id, name, properties,
                          timestamp, received_at)
     SELECT :ws, uid, mid, name, props, at, :now FROM new
     WHERE type = 'track' ORDER BY ord
-),
+)"""
+
+_VIEWS = """
 views AS (
     INSERT INTO {view} (workspace_id, user_id, message_id, kind, name,
                         category, properties, timestamp, received_at)
     SELECT :ws, uid, mid, type, name, cat, props, at, :now
     FROM new WHERE type IN ('page', 'screen') ORDER BY ord
-)
-SELECT count(*) FROM claimed
-"""
+)"""
 
 
-@functools.lru_cache(maxsize=16)
-def statement(models: InboundModels, dialect: sa.Dialect) -> sa.TextClause:
-    """The statement for one set of inbound tables (built once).
+# What the statement returns: how many ids it claimed.
+_TAIL = """
+SELECT count(*) FROM claimed"""
 
+
+@functools.lru_cache(maxsize=256)
+def statement(
+    models: InboundModels, dialect: sa.Dialect, types: frozenset[str]
+) -> sa.TextClause:
+    """The statement for one set of inbound tables and the call ``types`` of a
+    request (built once each).
+
+    Only the tables those calls write are in it: executing a statement opens
+    and locks every table and index it names, whether rows go there or not.
     Its whitespace is squeezed: psycopg caches the parsing of statements up
-    to 4 kB, and this one is parsed for every request otherwise.
+    to 4 kB, and parses longer ones for every request.
     """
 
     def name(model: t.Any) -> str:
         return dialect.identifier_preparer.format_table(model.__table__)
 
-    sql = _STATEMENT.format(
+    parts = [_HEAD]
+    if types & {"identify", "group"}:
+        parts.append(_TR)
+    if "identify" in types:
+        parts.append(_TRAITS.format(kind="u", table="{user_trait}", owner="user_id"))
+    if "group" in types:
+        parts.append(_GROUPS)
+        parts.append(
+            _TRAITS.format(kind="a", table="{account_trait}", owner="group_id")
+        )
+    if "track" in types:
+        parts.append(_EVENTS)
+    if types & {"page", "screen"}:
+        parts.append(_VIEWS)
+    sql = ",".join(parts) + _TAIL
+    sql = sql.format(
         message=name(models.InboundMessage),
         profile=name(models.Profile),
         account=name(models.Account),
         membership=name(models.Membership),
+        user_trait=name(models.UserTrait),
+        account_trait=name(models.AccountTrait),
         event=name(models.Event),
         view=name(models.View),
         span=_SPAN,
-        user_traits=_TRAITS.format(
-            kind="u", table=name(models.UserTrait), owner="user_id"
-        ),
-        account_traits=_TRAITS.format(
-            kind="a", table=name(models.AccountTrait), owner="group_id"
-        ),
     )
     return sa.text(" ".join(sql.split()))
 
@@ -190,12 +217,14 @@ def parameters(
                         "ord": len(traits),
                     }
                 )
-    return {
+    params = {
         "ws": workspace_id,
         "now": now,
         "messages": json.dumps(rows, ensure_ascii=False),
-        "traits": json.dumps(traits, ensure_ascii=False),
     }
+    if any(m.type in ("identify", "group") for m in messages):
+        params["traits"] = json.dumps(traits, ensure_ascii=False)
+    return params
 
 
 def store_plain(
@@ -209,6 +238,7 @@ def store_plain(
     how many were new (the others were stored before)."""
     auto = engine.execution_options(isolation_level="AUTOCOMMIT")
     with auto.connect() as conn:
-        stmt = statement(models, conn.dialect)
+        types = frozenset(m.type for m in messages)
+        stmt = statement(models, conn.dialect, types)
         found = conn.execute(stmt, parameters(workspace_id, messages, now))
         return int(found.scalar_one())
