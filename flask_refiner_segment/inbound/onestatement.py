@@ -24,6 +24,7 @@ import typing as t
 
 import sqlalchemy as sa
 
+from ..state import autocommit
 from .jsonvalues import scalar_projection
 from .parse import Message
 
@@ -236,8 +237,7 @@ def store_plain(
 ) -> int:
     """Store plain calls with distinct ids by one autocommit statement; return
     how many were new (the others were stored before)."""
-    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with auto.connect() as conn:
+    with autocommit(engine).connect() as conn:
         types = frozenset(m.type for m in messages)
         stmt = statement(models, conn.dialect, types)
         found = conn.execute(stmt, parameters(workspace_id, messages, now))

@@ -16,6 +16,7 @@ import typing as t
 import sqlalchemy as sa
 
 from ..state import State
+from ..state import autocommit
 from ..state import get_state
 from ..tables.base import utcnow
 from .compile import Compiler
@@ -136,9 +137,7 @@ def is_member(
     rules, ws = _rules_and_ws(state, segment, workspace_id)
     q, windows = _member_query(state, ws, rules)
     params = {"user_id": str(user_id), **window_params(windows, utcnow())}
-    # Autocommit: one round trip, no BEGIN and ROLLBACK around the SELECT.
-    engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
+    with autocommit(state.db.engine).connect() as conn:
         return conn.execute(q, params).first() is not None
 
 
