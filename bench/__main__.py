@@ -351,16 +351,20 @@ class Report:
         self, results: list[inbound.InboundResult], accepted: int, stored: int
     ) -> None:
         self.data["inbound"] = [dataclasses.asdict(r) for r in results]
-        base = results[0]
+        base, durable = results[0], results[1]
         self.table(
             "4. Inbound through gunicorn (2 sync workers), PostgreSQL",
-            ["", "requests/s", "messages/s", "÷ bare route", "p50", "p99", "errors"],
+            [
+                *("", "requests/s", "messages/s", "÷ bare route"),
+                *("÷ durable route", "p50", "p99", "errors"),
+            ],
             [
                 [
                     r.name,
                     f"{r.requests_per_s:,.0f}",
                     f"{r.messages_per_s:,.0f}" if "inbound" in r.name else "–",
                     f"{r.requests_per_s / base.requests_per_s:.2f}",
+                    f"{r.requests_per_s / durable.requests_per_s:.2f}",
                     f"{r.p50_ms:.1f} ms" if r.p50_ms is not None else "–",
                     f"{r.p99_ms:.1f} ms" if r.p99_ms is not None else "–",
                     str(r.errors),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import sqlalchemy as sa
 from blinker import Namespace
 from flask import Flask
 from flask import request
@@ -38,11 +39,28 @@ def create_app() -> Flask:
     db = SQLAlchemy(app)
     RefinerSegment(app, db=db, signal=survey_completed)
     app.extensions["bench_db"] = db
+    webhook = sa.Table(
+        "bench_webhook",
+        db.metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("received_at", sa.DateTime, server_default=sa.func.now()),
+    )
 
     @app.post("/bare")
     def bare() -> tuple[str, int]:
         """The inbound benchmark's baseline: read the body, answer 200."""
         request.get_data()
+        return "", 200
+
+    @app.post("/durable")
+    def durable() -> tuple[str, int]:
+        """The inbound benchmark's durable floor: the raw body INSERTed as one
+        row and committed (one autocommit statement, one round trip)."""
+        body = request.get_data().decode("utf-8", "replace")
+        engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(webhook.insert(), {"body": body})
         return "", 200
 
     return app

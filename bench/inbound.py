@@ -1,8 +1,10 @@
 """Inbound: requests per second through gunicorn (2 sync workers) on PostgreSQL.
 
 Single ``track`` messages, as Segment's partner destinations send them one per
-request, and batches of 100, each with unique ``messageId``s; the baseline is
-the same server answering a bare route. Load from ``wrk`` when installed (a
+request, and batches of 100, each with unique ``messageId``s. Two baselines on
+the same server: a bare route (reads the body, answers 200) and a minimal
+durable webhook route (INSERTs the raw body as one row and commits: the floor
+any durable receiver pays). Load from ``wrk`` when installed (a
 Lua script makes every body unique), else from Python threads.
 """
 
@@ -234,7 +236,7 @@ def run(
     connections: int = 8,
     tool: str = "auto",
 ) -> tuple[list[InboundResult], int, int]:
-    """The three loads against one server; also the messages accepted by the
+    """The four loads against one server; also the messages accepted by the
     inbound route (warm-ups included) and the events stored."""
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
@@ -243,6 +245,7 @@ def run(
     with gunicorn(database_url, redis_url) as url:
         loads = [
             ("bare route (baseline)", "/bare", 1),
+            ("durable webhook route (baseline)", "/durable", 1),
             ("inbound, 1 message/request", INBOUND_PATH, 1),
             ("inbound, 100 messages/request", INBOUND_PATH, 100),
         ]

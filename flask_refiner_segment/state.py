@@ -8,10 +8,12 @@ the extension class for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 import typing as t
 
+import sqlalchemy as sa
 from flask import current_app
 
 if t.TYPE_CHECKING:
@@ -133,3 +135,11 @@ def get_state() -> State:
             " instance. Did you forget to call 'init_app'?"
         )
     return t.cast(State, state)
+
+
+@functools.lru_cache(maxsize=32)
+def autocommit(engine: sa.Engine) -> sa.Engine:
+    """``engine`` in autocommit: one round trip per statement, no ``BEGIN``
+    and ``ROLLBACK`` around it. Built once per engine: building it takes
+    longer than the statement it runs."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

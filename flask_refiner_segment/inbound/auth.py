@@ -20,6 +20,7 @@ from ..crypto import hash_api_key
 from ..crypto import hint
 from ..crypto import new_api_key
 from ..state import TTLCache
+from ..state import autocommit
 from ..tables.base import utcnow
 from .parse import InboundError
 
@@ -120,9 +121,7 @@ def _lookup(state: State, key: str, digest: str) -> Found | None:
     else:
         workspace_id = None
         condition = table.c.inbound_key_hash == digest
-    # Autocommit: one round trip, no BEGIN and ROLLBACK around the SELECT.
-    engine = state.db.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
+    with autocommit(state.db.engine).connect() as conn:
         row = conn.execute(
             sa.select(
                 table.c.workspace_id,

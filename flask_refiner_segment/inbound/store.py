@@ -10,7 +10,9 @@ concurrent requests cannot deadlock each other.
 Plain calls (identify, group, track, page, screen) are collected and written
 with one bulk upsert per table; ``alias`` and ``delete`` first flush what came
 before them, so a batch means what its order says. The SQL statements are
-built in :mod:`.statements`.
+built in :mod:`.statements`. On PostgreSQL a request without ``alias`` or
+``delete`` takes :mod:`.onestatement` instead: the same writes in one
+autocommit statement.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import typing as t
 
 import sqlalchemy as sa
 
+from . import onestatement
 from .jsonvalues import scalar_projection
 from .parse import Message
 from .statements import alias_traits_statement
@@ -86,6 +89,13 @@ def store(
         else:
             keep[message.message_id] = message
     if not keep:
+        return counts
+    if engine.dialect.name == "postgresql" and onestatement.plain(keep.values()):
+        new = onestatement.store_plain(
+            engine, models, workspace_id, list(keep.values()), now
+        )
+        counts.duplicates += len(keep) - new
+        counts.stored = new
         return counts
     with engine.begin() as conn:
         writer = _Writer(conn, models, workspace_id, now)

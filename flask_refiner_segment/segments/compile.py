@@ -34,123 +34,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..tables.base import utcnow
-
-_SQLITE_TYPES = {
-    "string": ("text",),
-    "number": ("integer", "real"),
-    "null": ("null",),
-}
+from .values import Val
+from .values import value_predicate
 
 
-class _Val:
-    """A value reached by a JSON path (or a top-level trait row)."""
-
-    def __init__(
-        self,
-        dialect: str,
-        col: t.Any = None,
-        path: t.Sequence[str] = (),
-        row: t.Any = None,
-    ) -> None:
-        self.dialect = dialect
-        self.col = col
-        self.path = list(path)
-        self.row = row  # a trait table: use value_type / value_text / value_num
-
-    def _sqlite_path(self) -> str:
-        return "$" + "".join('."' + p.replace('"', '""') + '"' for p in self.path)
-
-    def type_(self) -> t.Any:
-        if self.row is not None:
-            return self.row.c.value_type
-        if self.dialect == "postgresql":
-            return sa.func.jsonb_typeof(
-                sa.func.jsonb_extract_path(
-                    self.col, *[sa.literal(p) for p in self.path]
-                )
-            )
-        return sa.func.json_type(self.col, self._sqlite_path())
-
-    def is_(self, name: str) -> t.Any:
-        typ = self.type_()
-        if self.row is not None or self.dialect == "postgresql":
-            return typ == name
-        if name == "boolean":
-            return typ.in_(("true", "false"))
-        return typ.in_(_SQLITE_TYPES[name])
-
-    def text(self) -> t.Any:
-        if self.row is not None:
-            return self.row.c.value_text
-        if self.dialect == "postgresql":
-            return sa.func.jsonb_extract_path_text(
-                self.col, *[sa.literal(p) for p in self.path]
-            )
-        return sa.func.json_extract(self.col, self._sqlite_path())
-
-    def num(self) -> t.Any:
-        if self.row is not None:
-            return self.row.c.value_num
-        if self.dialect == "postgresql":
-            return sa.case((self.is_("number"), sa.cast(self.text(), sa.Float)))
-        return sa.func.json_extract(self.col, self._sqlite_path())
-
-    def present(self) -> t.Any:
-        typ = self.type_()
-        return sa.and_(typ.is_not(None), typ != "null")
-
-    def is_bool(self, value: bool) -> t.Any:
-        if self.row is not None:
-            return sa.and_(
-                self.is_("boolean"), self.text() == ("true" if value else "false")
-            )
-        if self.dialect == "postgresql":
-            return sa.and_(
-                self.is_("boolean"), self.text() == ("true" if value else "false")
-            )
-        return self.type_() == ("true" if value else "false")
-
-
-def _eq(v: _Val, value: t.Any) -> t.Any:
-    if isinstance(value, bool):
-        return v.is_bool(value)
-    if isinstance(value, str):
-        return sa.and_(v.is_("string"), v.text() == value)
-    return sa.and_(v.is_("number"), v.num() == float(value))
-
-
-def _contains(v: _Val, value: str) -> t.Any:
-    fn = sa.func.strpos if v.dialect == "postgresql" else sa.func.instr
-    return sa.and_(v.is_("string"), fn(v.text(), value) > 0)
-
-
-def value_predicate(v: _Val, op: str, value: t.Any) -> t.Any:
-    """The predicate for ops other than ``not_exists`` (handled by the caller)."""
-    if op == "exists":
-        return v.present()
-    if op == "eq":
-        return _eq(v, value)
-    if op == "neq":
-        return sa.and_(v.present(), sa.not_(sa.func.coalesce(_eq(v, value), False)))
-    if op == "contains":
-        return _contains(v, value)
-    if op == "starts_with":
-        return sa.and_(
-            v.is_("string"), sa.func.substr(v.text(), 1, len(value)) == value
-        )
-    if op == "in":
-        strs = [x for x in value if isinstance(x, str)]
-        nums = [float(x) for x in value if not isinstance(x, str)]
-        parts = []
-        if strs:
-            parts.append(sa.and_(v.is_("string"), v.text().in_(strs)))
-        if nums:
-            parts.append(sa.and_(v.is_("number"), v.num().in_(nums)))
-        return sa.or_(*parts)
-    cmp = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}[op]
-    if isinstance(value, str):
-        return sa.and_(v.is_("string"), getattr(v.text(), cmp)(value))
-    return sa.and_(v.is_("number"), getattr(v.num(), cmp)(float(value)))
+def window_params(days: t.Iterable[int], now: dt.datetime) -> dict[str, dt.datetime]:
+    """The ``since_<days>`` parameters of a compiled query, as of ``now``."""
+    return {f"since_{d}": now - dt.timedelta(days=d) for d in days}
 
 
 class Compiler:
@@ -161,6 +51,7 @@ class Compiler:
         dialect: str,
         workspace_id: str,
         now: dt.datetime | None = None,
+        per_user: bool = False,
     ) -> None:
         self.m = inbound
         self.response = (
@@ -170,6 +61,24 @@ class Compiler:
         self.ws = workspace_id
         self.now = now or utcnow()
         self.profile = inbound.Profile.__table__
+        # Counting every profile (PostgreSQL): each trait and event condition
+        # is one set of users (with their event counts) LEFT JOINed to the
+        # profiles, instead of a correlated subquery per profile: hash joins
+        # whatever the rule's AND/OR shape. One user (``per_user``) keeps the
+        # correlated form: a few index lookups.
+        self.joined = self.dialect == "postgresql" and not per_user
+        self.joins: list[tuple[t.Any, t.Any]] = []
+        self.windows: dict[int, t.Any] = {}
+
+    def since(self, days: int) -> t.Any:
+        """The start of a window of ``days`` before ``now``: a parameter named
+        ``since_<days>``, so a query kept for later can be given a new one
+        (:func:`window_params`)."""
+        if days not in self.windows:
+            self.windows[days] = sa.bindparam(
+                f"since_{days}", self.now - dt.timedelta(days=days), type_=sa.DateTime()
+            )
+        return self.windows[days]
 
     def _json(self, col: t.Any) -> t.Any:
         if self.dialect == "postgresql":
@@ -182,62 +91,57 @@ class Compiler:
         tr = table.alias()
         head, *rest = c["key"].split(".")
         v = (
-            _Val(self.dialect, row=tr)
+            Val(self.dialect, row=tr)
             if not rest
-            else _Val(self.dialect, col=self._json(tr.c.value), path=rest)
+            else Val(self.dialect, col=self._json(tr.c.value), path=rest)
         )
         op = c["op"]
         pred = value_predicate(
             v, "exists" if op == "not_exists" else op, c.get("value")
         )
         if join is None:
-            q = (
-                sa.select(sa.literal(1))
-                .select_from(tr)
-                .where(
-                    tr.c.workspace_id == self.ws,
-                    tr.c.user_id == subject,
-                    tr.c.key == head,
-                    pred,
-                )
+            owner = tr.c.user_id
+            q = sa.select(owner).where(
+                tr.c.workspace_id == self.ws, tr.c.key == head, pred
             )
         else:
             link = join.alias()
+            owner = link.c.user_id
+            on = sa.and_(
+                tr.c.workspace_id == link.c.workspace_id,
+                tr.c.group_id == link.c.group_id,
+            )
             q = (
-                sa.select(sa.literal(1))
-                .select_from(
-                    link.join(
-                        tr,
-                        sa.and_(
-                            tr.c.workspace_id == link.c.workspace_id,
-                            tr.c.group_id == link.c.group_id,
-                        ),
-                    )
-                )
-                .where(
-                    link.c.workspace_id == self.ws,
-                    link.c.user_id == subject,
-                    tr.c.key == head,
-                    pred,
-                )
+                sa.select(owner)
+                .select_from(link.join(tr, on))
+                .where(link.c.workspace_id == self.ws, tr.c.key == head, pred)
             )
-        ex = q.exists()
-        return sa.not_(ex) if op == "not_exists" else ex
+        if self.joined:
+            # One row per user: the trait table's key, or GROUP BY for accounts.
+            found = self._join(q if join is None else q.group_by(owner), subject)
+            hit = found.c.user_id.is_not(None)
+        else:
+            hit = q.where(owner == subject).exists()
+        return sa.not_(hit) if op == "not_exists" else hit
 
-    def _event(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
-        ev = self.m.Event.__table__.alias()
-        conds = [
-            ev.c.workspace_id == self.ws,
-            ev.c.user_id == subject,
-            ev.c.name == c["name"],
-        ]
+    def _join(self, q: sa.Select[t.Any], subject: t.Any) -> t.Any:
+        """``q`` (one row per ``user_id``) as a subquery LEFT JOINed to the
+        profiles by user: a user it has no row for gets NULLs."""
+        found = q.subquery()
+        self.joins.append((found, found.c.user_id == subject))
+        return found
+
+    def _event_scope(
+        self, ev: t.Any, c: dict[str, t.Any], where: bool = True
+    ) -> list[t.Any]:
+        """The conditions on an event alias ``ev`` but its user; the property
+        condition only with ``where``."""
+        conds = [ev.c.workspace_id == self.ws, ev.c.name == c["name"]]
         if c.get("within_days"):
-            conds.append(
-                ev.c.timestamp >= self.now - dt.timedelta(days=c["within_days"])
-            )
+            conds.append(ev.c.timestamp >= self.since(c["within_days"]))
         w = c.get("where")
-        if w:
-            v = _Val(
+        if w and where:
+            v = Val(
                 self.dialect, col=self._json(ev.c.properties), path=w["key"].split(".")
             )
             p = value_predicate(
@@ -246,10 +150,18 @@ class Compiler:
             conds.append(
                 sa.not_(sa.func.coalesce(p, False)) if w["op"] == "not_exists" else p
             )
+        return conds
+
+    def _event(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
+        ev = self.m.Event.__table__.alias()
+        conds = self._event_scope(ev, c)
         n = c["count"]
+        if c["op"] == "at_least" and n == 0:
+            return sa.true()
+        if self.joined:
+            return self._event_joined(c, subject)
+        conds.append(ev.c.user_id == subject)
         if c["op"] == "at_least":
-            if n == 0:
-                return sa.true()
             if n == 1:
                 return sa.select(sa.literal(1)).select_from(ev).where(*conds).exists()
             # Count at most n rows: LIMIT keeps heavy users cheap.
@@ -275,6 +187,55 @@ class Compiler:
             .subquery()
         )
         return sa.select(sa.func.count()).select_from(limited).scalar_subquery() <= n
+
+    def _event_joined(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
+        """The count of a user's matching events, from a per-user aggregate
+        joined to the profiles (no row: 0).
+
+        With a property condition, only the users with enough events of the
+        name in the window (an index-only scan) have their events' properties
+        read, each capped at enough rows to decide: the properties are in the
+        table, and reading them for every event of the window is the cost.
+        """
+        n = c["count"]
+        enough = n if c["op"] == "at_least" else n + 1
+        ev = self.m.Event.__table__.alias()
+        if not c.get("where"):
+            counted = (
+                sa.select(ev.c.user_id, sa.func.count().label("n"))
+                .where(*self._event_scope(ev, c))
+                .group_by(ev.c.user_id)
+            )
+        else:
+            # Fewer than ``enough`` events at all: fewer matching ones, which
+            # decides as 0 does (at_least n: below n; at_most n: at most n).
+            candidates = (
+                sa.select(ev.c.user_id)
+                .where(*self._event_scope(ev, c, where=False))
+                .group_by(ev.c.user_id)
+                .having(sa.func.count() >= enough)
+                .subquery()
+            )
+            matching = self.m.Event.__table__.alias()
+            limited = (
+                sa.select(matching.c.id)
+                .where(
+                    *self._event_scope(matching, c),
+                    matching.c.user_id == candidates.c.user_id,
+                )
+                .limit(enough)
+                .correlate(candidates)
+                .subquery()
+            )
+            counted = sa.select(
+                candidates.c.user_id,
+                sa.select(sa.func.count())
+                .select_from(limited)
+                .scalar_subquery()
+                .label("n"),
+            )
+        got = sa.func.coalesce(self._join(counted, subject).c.n, 0)
+        return got >= n if c["op"] == "at_least" else got <= n
 
     def _responses(
         self, subject: t.Any, survey_id: str | None
@@ -304,14 +265,14 @@ class Compiler:
 
     def _answer(self, c: dict[str, t.Any], subject: t.Any) -> t.Any:
         r, conds = self._responses(subject, c["survey_id"])
-        v = _Val(self.dialect, col=self._json(r.c.answers), path=[c["question"]])
+        v = Val(self.dialect, col=self._json(r.c.answers), path=[c["question"]])
         answered = conds + [r.c.answers.is_not(None), v.present()]
         if c["op"] in ("exists", "not_exists"):
             ex = sa.select(sa.literal(1)).select_from(r).where(*answered).exists()
             return sa.not_(ex) if c["op"] == "not_exists" else ex
         latest = self._latest(r, r.c.id, answered)
         r2 = self.response.alias()
-        v2 = _Val(self.dialect, col=self._json(r2.c.answers), path=[c["question"]])
+        v2 = Val(self.dialect, col=self._json(r2.c.answers), path=[c["question"]])
         return (
             sa.select(sa.literal(1))
             .select_from(r2)
@@ -365,6 +326,13 @@ class Compiler:
 
     def members_query(self, rules: dict[str, t.Any]) -> sa.Select[t.Any]:
         p = self.profile
-        return sa.select(p.c.user_id).where(
-            p.c.workspace_id == self.ws, self.group(rules, p.c.user_id)
+        self.joins = []
+        where = self.group(rules, p.c.user_id)
+        source = p
+        for counted, on in self.joins:
+            source = source.outerjoin(counted, on)
+        return (
+            sa.select(p.c.user_id)
+            .select_from(source)
+            .where(p.c.workspace_id == self.ws, where)
         )

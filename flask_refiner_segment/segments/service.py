@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import typing as t
 
 import sqlalchemy as sa
 
 from ..state import State
+from ..state import autocommit
 from ..state import get_state
 from ..tables.base import utcnow
 from .compile import Compiler
+from .compile import window_params
 from .rules import SegmentRuleError
 from .rules import check_name
 from .rules import validate_rules
@@ -79,8 +82,11 @@ def _rules_and_ws(
     return validate_rules(segment.rules), segment.workspace_id
 
 
-def members_query(workspace_id: str | None, rules: Rules) -> sa.Select[t.Any]:
-    """The SELECT of member user ids for ``rules`` (validated here)."""
+def members_query(
+    workspace_id: str | None, rules: Rules, per_user: bool = False
+) -> sa.Select[t.Any]:
+    """The SELECT of member user ids for ``rules`` (validated here);
+    ``per_user``: compiled to be filtered to one user."""
     state = get_state()
     validate_rules(rules)
     return Compiler(
@@ -88,18 +94,51 @@ def members_query(workspace_id: str | None, rules: Rules) -> sa.Select[t.Any]:
         state.tables.outbound.SurveyResponse,
         state.db.engine.dialect.name,
         state.workspace(workspace_id),
+        per_user=per_user,
     ).members_query(rules)
+
+
+#: Rule sets whose one-user query is kept, per process.
+MEMBER_QUERIES = 256
+
+
+def _member_query(
+    state: State, ws: str, rules: Rules
+) -> tuple[sa.Select[t.Any], tuple[int, ...]]:
+    """The query of one user's membership (parameter ``user_id``) and its
+    windows' days, built once per rule set: building it costs more than
+    running it, and a survey app asks per request."""
+    kept: dict[tuple[str, str], tuple[sa.Select[t.Any], tuple[int, ...]]]
+    kept = state.local("segment_member_queries", dict)
+    key = (ws, json.dumps(rules, sort_keys=True))
+    found = kept.get(key)
+    if found is None:
+        compiler = Compiler(
+            state.tables.inbound,
+            state.tables.outbound.SurveyResponse,
+            state.db.engine.dialect.name,
+            ws,
+            per_user=True,
+        )
+        q = compiler.members_query(rules)
+        q = q.where(q.selected_columns.user_id == sa.bindparam("user_id")).limit(1)
+        found = q, tuple(compiler.windows)
+        if len(kept) >= MEMBER_QUERIES:
+            kept.clear()
+        kept[key] = found
+    return found
 
 
 def is_member(
     user_id: str, segment: SegmentRef, workspace_id: str | None = None
 ) -> bool:
     """Whether a user is in a segment."""
-    rules, ws = _rules_and_ws(get_state(), segment, workspace_id)
-    q = members_query(ws, rules)
-    q = q.where(q.selected_columns.user_id == str(user_id)).limit(1)
-    with get_state().db.engine.connect() as conn:
-        return conn.execute(q).first() is not None
+    state = get_state()
+    rules, ws = _rules_and_ws(state, segment, workspace_id)
+    q, windows = _member_query(state, ws, rules)
+    params = {"user_id": str(user_id), **window_params(windows, utcnow())}
+    with autocommit(state.db.engine).connect() as conn:
+        return conn.execute(q, params).first() is not None
 
 
 def count(segment: SegmentRef, workspace_id: str | None = None) -> int:

@@ -196,8 +196,14 @@ def make_inbound_models(db: SQLAlchemy) -> InboundModels:
             sa.Index(
                 "ix_refiner_segment_event_user", "workspace_id", "user_id", "timestamp"
             ),
+            # Segment counts: the users with events of a name in a window,
+            # read from the index alone (user_id last).
             sa.Index(
-                "ix_refiner_segment_event_name", "workspace_id", "name", "timestamp"
+                "ix_refiner_segment_event_name_user",
+                "workspace_id",
+                "name",
+                "timestamp",
+                "user_id",
             ),
             sa.Index("ix_refiner_segment_event_time", "timestamp"),
             # Segment rules: "performed <name> at least N times in D days".
