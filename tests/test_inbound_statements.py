@@ -38,9 +38,12 @@ def inbound_app(database_url: str) -> t.Iterator[Flask]:
     close_app(app)
 
 
-def _postgres(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the one-statement path is PostgreSQL's")
+#: The one-statement path is PostgreSQL's: these tests run there only.
+postgres_only = pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)
 
 
 def dump(app: Flask) -> dict[str, list[tuple[t.Any, ...]]]:
@@ -112,8 +115,8 @@ def requests() -> list[t.Any]:
     ]
 
 
+@postgres_only
 def test_postgres_stores_what_sqlite_stores(database_url, tmp_path):
-    _postgres(database_url)
     apps = [make_app(f"sqlite:///{tmp_path / 'same.db'}"), make_app(database_url)]
     try:
         for body in requests():
@@ -162,8 +165,8 @@ def _statements(app: Flask, body: t.Any) -> list[str]:
     return seen
 
 
+@postgres_only
 def test_one_statement_per_request_on_postgres(database_url, inbound_app):
-    _postgres(database_url)
     post(inbound_app, track("warm-up"))  # the API key lookup, then cached
     assert len(_statements(inbound_app, track("one"))) == 1
     batch = [
@@ -177,8 +180,8 @@ def test_one_statement_per_request_on_postgres(database_url, inbound_app):
     assert stored["refiner_segment_event"] == 22
 
 
+@postgres_only
 def test_concurrent_duplicates_are_stored_once_on_postgres(database_url, inbound_app):
-    _postgres(database_url)
     post(inbound_app, track("warm-up"))
     threads = 8
     barrier = threading.Barrier(threads)
