@@ -3,8 +3,9 @@
 Needs PostgreSQL (``$BENCH_POSTGRES_URL``, default the local ``test`` database's
 server; a database of the run's own is created and dropped) and starts its own
 Redis (or uses ``$BENCH_REDIS_URL``), stand-in, RQ workers and gunicorn.
-Parts (``--only``): path, throughput, latency, inbound, growth (delivery and
-inbound, see bench/delivery.py and bench/inbound.py), segments (segment
+Parts (``--only``): path, throughput, latency, growth (outbound as a survey
+app sees it, its own commit included: bench/outbound.py), inbound
+(bench/inbound.py), segments (segment
 evaluation on generated data, PostgreSQL and SQLite: bench/segments.py),
 outbox (claim, mark_sent and prune with the outbox's size: bench/outbox.py)
 and tenants (completions spread over many workspaces: bench/tenants.py).
@@ -20,8 +21,8 @@ import sys
 import time
 import typing as t
 
-from . import delivery
 from . import inbound
+from . import outbound
 from . import outbox
 from . import segments
 from . import tenants
@@ -31,7 +32,6 @@ from ._util import sqlite_database
 from ._util import standin_process
 from .report import Report
 
-EXT = "flask-refiner-segment"
 PARTS = (
     "path",
     "throughput",
@@ -48,13 +48,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.smoke:
         args.n, args.path_n, args.latency_samples = 300, 200, 5
-        args.inbound_seconds, args.sizes, args.threads = 1.0, "100,300", 4
+        args.inbound_seconds, args.sizes, args.threads = 1.0, "1000,3000", 4
+        args.growth_n = 100
         args.loadgen = "python"
         args.profiles, args.events = 300, 3_000
         args.outbox_sizes = "1000,3000"
         args.tenants_n, args.tenants_sizes = 200, "1,10,30"
         args.tenants_rate, args.tenants_seconds = 50.0, 1.0
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     only = set(args.only.split(","))
     if only - set(PARTS):
         raise SystemExit(f"unknown part: {', '.join(sorted(only - set(PARTS)))}")
@@ -66,79 +66,17 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         sqlite = stack.enter_context(sqlite_database())
         sqlite_wal = stack.enter_context(sqlite_database(wal=True))
         standin = stack.enter_context(standin_process())
-        host = standin.url
         report.machine(postgres, redis_at)
 
-        def ext(database: str, workers: int = 1, label: str = "PostgreSQL") -> t.Any:
-            name = f"{EXT} ({label} + Redis, {workers} worker{'s' * (workers > 1)})"
-            return delivery.extension(name, database, redis_at, host, workers)
-
-        capacity = 0.0
-        if "throughput" in only:  # the ceiling its table is read against
-            capacity = delivery.standin_capacity(standin, max(3 * args.n, 10_000))
-
-        paths = []
-        for setup in (
-            ()
-            if "path" not in only
-            else (
-                delivery.no_extension(),
-                ext(postgres),
-                ext(sqlite, label="SQLite"),
-                ext(sqlite_wal, label="SQLite in WAL mode"),
-                delivery.analytics_python(host),
-            )
-        ):
-            with setup as producer:
-                paths.append(delivery.request_path(producer, args.path_n))
-        if paths:
-            report.request_path(paths)
-
-        runs = []
-        room = 3 * args.n + 1000
-        for threads, setup in (
-            ()
-            if "throughput" not in only
-            else (
-                (1, ext(postgres)),
-                (1, ext(postgres, workers=2)),
-                (1, delivery.analytics_python(host)),
-                (1, delivery.analytics_python(host, max_queue_size=room)),
-                (args.threads, ext(postgres)),
-                (args.threads, delivery.analytics_python(host, max_queue_size=room)),
-            )
-        ):
-            with setup as producer:
-                runs.append(delivery.throughput(producer, standin, args.n, threads))
-        if runs:
-            report.throughput(runs, capacity)
-
-        latencies = []
-        both = (ext(postgres), delivery.analytics_python(host))
-        for setup in both if "latency" in only else ():
-            with setup as producer:
-                latencies.append(
-                    delivery.latency(producer, standin, args.latency_samples)
-                )
-        if latencies:
-            report.latency(latencies)
+        databases = [("PostgreSQL", postgres), ("SQLite (WAL)", sqlite_wal)]
+        setup = outbound.Setup(databases, redis_at, standin)
+        outcome = outbound.run(only, args, setup, report)
 
         if "inbound" in only:
             loads, accepted, stored = inbound.run(
                 postgres, redis_at, args.inbound_seconds, tool=args.loadgen
             )
             report.inbound(loads, accepted, stored)
-
-        growth = []
-        for n in sizes if "growth" in only else ():
-            for setup in (
-                ext(postgres),
-                delivery.analytics_python(host, max_queue_size=3 * n + 1000),
-            ):
-                with setup as producer:
-                    growth.append(delivery.throughput(producer, standin, n))
-        if growth:
-            report.growth(growth)
 
         if "segments" in only:
             loads, shapes = [], []
@@ -171,7 +109,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             tenants.report(report, tenancy)
     report.line(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
     report.save()
-    lost = [r for r in runs + growth if r.name.startswith(EXT) and r.lost]
+    lost = outcome.lost()
     lost += [r for r in tenancy if r.lost or r.late or r.duplicates]
     if lost:
         print(f"ERROR: the extension lost messages: {lost}", file=sys.stderr)
@@ -187,9 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=8, help="producer threads, second table part"
     )
-    parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--latency-samples", type=int, default=2_000)
+    parser.add_argument(
+        "--latency-rate", type=float, default=200.0, help="latency: completions/s"
+    )
     parser.add_argument("--inbound-seconds", type=float, default=10.0)
-    parser.add_argument("--sizes", default="1000,10000,100000", help="growth with N")
+    parser.add_argument(
+        "--sizes",
+        default="1000,100000,1000000",
+        help="growth: deliveries already in the outbox",
+    )
+    parser.add_argument(
+        "--growth-n", type=int, default=2_000, help="growth: requests, completions"
+    )
     parser.add_argument(
         "--profiles", type=int, default=100_000, help="segments: generated profiles"
     )
