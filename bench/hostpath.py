@@ -97,9 +97,12 @@ class GrowthResult:
     database: str
     rows: int
     load_s: float
-    #: The extension's request (inside the transaction), host commit included.
+    #: The extension's request (inside the transaction), host commit included,
+    #: and its cost added over the host alone's, interleaved in the same run.
     request_median_ms: float
     request_p99_ms: float
+    added_median_ms: float
+    added_p99_ms: float
     #: Completions sent as fast as one thread can, until all are at the stand-in.
     n: int
     completions_per_s: float
@@ -119,12 +122,16 @@ def growth(
     n: int,
 ) -> list[GrowthResult]:
     """For each size: fresh tables, ``rows`` sent deliveries loaded, then the
-    request cost (``n`` requests) and the throughput of ``n`` completions."""
+    request cost (``n`` requests, interleaved with the host alone's) and the
+    throughput of ``n`` completions."""
     results = []
     for rows in sizes:
-        with delivery.extension(
-            label, database_url, redis_url, standin.url, workers=1
-        ) as ext:
+        with (
+            delivery.extension(
+                label, database_url, redis_url, standin.url, workers=1
+            ) as ext,
+            delivery.host_alone(database_url) as floor,
+        ):
             state = ext.app.extensions[EXTENSION_KEY]
             with ext.app.app_context():
                 load_s = outbox.load(state.db.engine, rows)
@@ -137,7 +144,7 @@ def growth(
                     )
             producer = ext.with_commit("inside")
             standin.reset()
-            cost = request_cost(label, [producer], n)[0]
+            cost = request_cost(label, [floor, producer], n)[1]
             standin.wait_for(3 * (n + min(100, n)), stall=15)  # before the next
             run = delivery.throughput(producer, standin, n)
         results.append(
@@ -147,6 +154,8 @@ def growth(
                 load_s,
                 cost.median_ms,
                 cost.p99_ms,
+                cost.added_median_ms,
+                cost.added_p99_ms,
                 n,
                 run.completions_per_s,
                 run.received,
