@@ -2,8 +2,10 @@
 response row, COMMIT on ``db.session``) with and without the signal.
 
 :func:`request_cost`: the contenders take turns in blocks of :data:`BLOCK`
-requests, so that the machine's noise falls on all of them alike; the added
-cost is each one's median (p99) minus the host alone's, same run.
+requests (in an order that rotates, each block on a quiet system: the
+deliveries of the ones before it received), so that the machine's noise falls
+on all of them alike; the added cost is each one's median (p99) minus the
+host alone's, same run.
 :func:`growth`: the request cost and a drain's throughput with N deliveries
 already in the outbox (loaded as the ``outbox`` part does, all sent).
 """
@@ -42,18 +44,37 @@ class CostResult:
 
 
 def request_cost(
-    database: str, producers: t.Sequence[delivery.Producer], n: int
+    database: str,
+    producers: t.Sequence[delivery.Producer],
+    n: int,
+    standin: StandIn,
 ) -> list[CostResult]:
-    """``n`` requests of each producer (the first is the floor), interleaved
-    in blocks, after a warm-up of each."""
-    for k, producer in enumerate(producers):
-        producer.send(min(100, n), offset=OFFSET + k * 1_000_000 + 500_000)
+    """``n`` requests of each producer (the first is the floor, whose
+    completions go nowhere), after a warm-up of each, interleaved in blocks
+    in an order that rotates each round. Each block starts once the stand-in
+    holds every message sent so far: no block pays for the drain of the one
+    before it (a worker's, or analytics-python's thread)."""
+    standin.reset()
+    sent = 0
+
+    def block(k: int, size: int, offset: int) -> list[float]:
+        nonlocal sent
+        times = producers[k].send(size, offset=OFFSET + k * 1_000_000 + offset)
+        if k:
+            sent += size
+            standin.wait_for(3 * sent, stall=15)
+        return times
+
+    for k in range(len(producers)):
+        block(k, min(100, n), 500_000)
     times: list[list[float]] = [[] for _ in producers]
     done = 0
     while done < n:
         size = min(BLOCK, n - done)
-        for k, producer in enumerate(producers):
-            times[k] += producer.send(size, offset=OFFSET + k * 1_000_000 + done)
+        first = done // BLOCK
+        for j in range(len(producers)):
+            k = (first + j) % len(producers)
+            times[k] += block(k, size, done)
         done += size
     results = [
         CostResult(database, p.name, n, median(ts) * 1000, percentile(ts, 99) * 1000)
@@ -143,9 +164,7 @@ def growth(
                         .values(status="sent", sent_at=sa.func.now())
                     )
             producer = ext.with_commit("inside")
-            standin.reset()
-            cost = request_cost(label, [floor, producer], n)[1]
-            standin.wait_for(3 * (n + min(100, n)), stall=15)  # before the next
+            cost = request_cost(label, [floor, producer], n, standin)[1]
             run = delivery.throughput(producer, standin, n)
         results.append(
             GrowthResult(

@@ -64,7 +64,9 @@ def run(parts: set[str], args: t.Any, setup: Setup, report: t.Any) -> Outcome:
         queue = 3 * (args.path_n + 100) * 4 + 1000
         for label, url in setup.databases:
             with hostpath.contenders(label, url, redis_url, host, queue) as producers:
-                out.paths += hostpath.request_cost(label, producers, args.path_n)
+                out.paths += hostpath.request_cost(
+                    label, producers, args.path_n, setup.standin
+                )
         report.host_request(out.paths)
 
     if "throughput" in parts:
