@@ -3,8 +3,9 @@
 Needs PostgreSQL (``$BENCH_POSTGRES_URL``, default the local ``test`` database's
 server; a database of the run's own is created and dropped) and starts its own
 Redis (or uses ``$BENCH_REDIS_URL``), stand-in, RQ workers and gunicorn.
-Parts (``--only``): path, throughput, latency, inbound, growth (delivery and
-inbound, see bench/delivery.py and bench/inbound.py), segments (segment
+Parts (``--only``): path, throughput, latency, growth (outbound as a survey
+app sees it, its own commit included: bench/outbound.py), inbound
+(bench/inbound.py), segments (segment
 evaluation on generated data, PostgreSQL and SQLite: bench/segments.py),
 outbox (claim, mark_sent and prune with the outbox's size: bench/outbox.py)
 and tenants (completions spread over many workspaces: bench/tenants.py).
@@ -16,19 +17,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
-import os
-import platform
 import sys
 import time
 import typing as t
 
-import redis
-import sqlalchemy as sa
-
-from . import delivery
 from . import inbound
+from . import outbound
 from . import outbox
 from . import segments
 from . import tenants
@@ -36,8 +30,8 @@ from ._util import postgres_database
 from ._util import redis_url
 from ._util import sqlite_database
 from ._util import standin_process
+from .report import Report
 
-EXT = "flask-refiner-segment"
 PARTS = (
     "path",
     "throughput",
@@ -54,13 +48,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.smoke:
         args.n, args.path_n, args.latency_samples = 300, 200, 5
-        args.inbound_seconds, args.sizes, args.threads = 1.0, "100,300", 4
+        args.inbound_seconds, args.sizes, args.threads = 1.0, "1000,3000", 4
+        args.growth_n = 100
         args.loadgen = "python"
         args.profiles, args.events = 300, 3_000
         args.outbox_sizes = "1000,3000"
         args.tenants_n, args.tenants_sizes = 200, "1,10,30"
         args.tenants_rate, args.tenants_seconds = 50.0, 1.0
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     only = set(args.only.split(","))
     if only - set(PARTS):
         raise SystemExit(f"unknown part: {', '.join(sorted(only - set(PARTS)))}")
@@ -72,79 +66,17 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         sqlite = stack.enter_context(sqlite_database())
         sqlite_wal = stack.enter_context(sqlite_database(wal=True))
         standin = stack.enter_context(standin_process())
-        host = standin.url
         report.machine(postgres, redis_at)
 
-        def ext(database: str, workers: int = 1, label: str = "PostgreSQL") -> t.Any:
-            name = f"{EXT} ({label} + Redis, {workers} worker{'s' * (workers > 1)})"
-            return delivery.extension(name, database, redis_at, host, workers)
-
-        capacity = 0.0
-        if "throughput" in only:  # the ceiling its table is read against
-            capacity = delivery.standin_capacity(standin, max(3 * args.n, 10_000))
-
-        paths = []
-        for setup in (
-            ()
-            if "path" not in only
-            else (
-                delivery.no_extension(),
-                ext(postgres),
-                ext(sqlite, label="SQLite"),
-                ext(sqlite_wal, label="SQLite in WAL mode"),
-                delivery.analytics_python(host),
-            )
-        ):
-            with setup as producer:
-                paths.append(delivery.request_path(producer, args.path_n))
-        if paths:
-            report.request_path(paths)
-
-        runs = []
-        room = 3 * args.n + 1000
-        for threads, setup in (
-            ()
-            if "throughput" not in only
-            else (
-                (1, ext(postgres)),
-                (1, ext(postgres, workers=2)),
-                (1, delivery.analytics_python(host)),
-                (1, delivery.analytics_python(host, max_queue_size=room)),
-                (args.threads, ext(postgres)),
-                (args.threads, delivery.analytics_python(host, max_queue_size=room)),
-            )
-        ):
-            with setup as producer:
-                runs.append(delivery.throughput(producer, standin, args.n, threads))
-        if runs:
-            report.throughput(runs, capacity)
-
-        latencies = []
-        both = (ext(postgres), delivery.analytics_python(host))
-        for setup in both if "latency" in only else ():
-            with setup as producer:
-                latencies.append(
-                    delivery.latency(producer, standin, args.latency_samples)
-                )
-        if latencies:
-            report.latency(latencies)
+        databases = [("PostgreSQL", postgres), ("SQLite (WAL)", sqlite_wal)]
+        setup = outbound.Setup(databases, redis_at, standin)
+        outcome = outbound.run(only, args, setup, report)
 
         if "inbound" in only:
             loads, accepted, stored = inbound.run(
                 postgres, redis_at, args.inbound_seconds, tool=args.loadgen
             )
             report.inbound(loads, accepted, stored)
-
-        growth = []
-        for n in sizes if "growth" in only else ():
-            for setup in (
-                ext(postgres),
-                delivery.analytics_python(host, max_queue_size=3 * n + 1000),
-            ):
-                with setup as producer:
-                    growth.append(delivery.throughput(producer, standin, n))
-        if growth:
-            report.growth(growth)
 
         if "segments" in only:
             loads, shapes = [], []
@@ -177,7 +109,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             tenants.report(report, tenancy)
     report.line(f"\nTotal benchmark time: {time.perf_counter() - started:.0f} s")
     report.save()
-    lost = [r for r in runs + growth if r.name.startswith(EXT) and r.lost]
+    lost = outcome.lost()
     lost += [r for r in tenancy if r.lost or r.late or r.duplicates]
     if lost:
         print(f"ERROR: the extension lost messages: {lost}", file=sys.stderr)
@@ -193,9 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=8, help="producer threads, second table part"
     )
-    parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--latency-samples", type=int, default=2_000)
+    parser.add_argument(
+        "--latency-rate", type=float, default=200.0, help="latency: completions/s"
+    )
     parser.add_argument("--inbound-seconds", type=float, default=10.0)
-    parser.add_argument("--sizes", default="1000,10000,100000", help="growth with N")
+    parser.add_argument(
+        "--sizes",
+        default="1000,100000,1000000",
+        help="growth: deliveries already in the outbox",
+    )
+    parser.add_argument(
+        "--growth-n", type=int, default=2_000, help="growth: requests, completions"
+    )
     parser.add_argument(
         "--profiles", type=int, default=100_000, help="segments: generated profiles"
     )
@@ -225,250 +167,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", help="also write the results to this file")
     return parser
-
-
-class Report:
-    """Prints Markdown tables as results come in; keeps them for ``--json``."""
-
-    def __init__(self, json_path: str | None) -> None:
-        self.json_path = json_path
-        self.data: dict[str, t.Any] = {}
-
-    def line(self, text: str = "") -> None:
-        print(text, flush=True)
-
-    def table(
-        self,
-        title: str,
-        header: list[str],
-        rows: list[list[str]],
-        right: t.Collection[int] = (),
-    ) -> None:
-        """``right``: the indexes of the columns aligned right (numbers)."""
-        self.line(f"\n### {title}\n")
-        self.line("| " + " | ".join(header) + " |")
-        self.line(
-            "|" + "".join("---:|" if i in right else "---|" for i in range(len(header)))
-        )
-        for row in rows:
-            self.line("| " + " | ".join(row) + " |")
-
-    def machine(self, postgres: str, redis_at: str) -> None:
-        engine = sa.create_engine(postgres)
-        with engine.connect() as conn:
-            pg = conn.execute(sa.text("SHOW server_version")).scalar()
-        engine.dispose()
-        info = redis.Redis.from_url(redis_at).info("server")
-        cpu = _cpu_model()
-        text = (
-            f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"PostgreSQL {pg}, Redis {info['redis_version']}, {platform.system()}"
-        )
-        self.data["machine"] = text
-        self.line(f"Machine: {text}")
-
-    def request_path(self, results: list[delivery.PathResult]) -> None:
-        self.data["request_path"] = [dataclasses.asdict(r) for r in results]
-        base = next(r for r in results if r.name.startswith("analytics-python"))
-        rows = [
-            [r.name, f"{r.median_ms:.3f} ms", f"{r.p99_ms:.3f} ms", _ratio(r, base)]
-            for r in results
-        ]
-        self.table(
-            "1. Request path per completion (signal send → return)",
-            ["", "median", "p99", "median ÷ analytics-python"],
-            rows,
-        )
-
-    def throughput(
-        self, results: list[delivery.ThroughputResult], capacity: float
-    ) -> None:
-        self.data["throughput"] = [_tp(r) for r in results]
-        self.data["standin_capacity"] = capacity
-        n = results[0].n
-
-        def base(r: delivery.ThroughputResult) -> delivery.ThroughputResult:
-            return next(
-                b
-                for b in results
-                if "max_queue_size" in b.name and b.threads == r.threads
-            )
-
-        self.table(
-            f"2. End-to-end throughput, N = {n:,} completions ({3 * n:,} messages),"
-            " one producer process",
-            [
-                "",
-                "producer threads",
-                "completions/s",
-                "÷ analytics-python (no drops)",
-                "signals done",
-                "all received",
-                "received",
-                "lost",
-                "requests",
-            ],
-            [
-                [
-                    r.name,
-                    str(r.threads),
-                    f"{r.completions_per_s:,.0f}" if not r.lost else "–",
-                    _div(r, base(r)) if not r.lost else "–",
-                    f"{r.produce_s:.2f} s",
-                    f"{r.total_s:.2f} s" if not r.lost else "never",
-                    f"{r.received:,}",
-                    f"{r.lost:,}",
-                    f"{r.requests:,}",
-                ]
-                for r in results
-            ],
-        )
-        fastest = max(r.received / r.total_s for r in results)
-        self.line(
-            f"\nStand-in ceiling: {capacity:,.0f} messages/s accepted "
-            f"({capacity / fastest:.1f}× the fastest rate above, "
-            f"{fastest:,.0f} messages/s)."
-        )
-
-    def latency(self, results: list[delivery.LatencyResult]) -> None:
-        self.data["latency"] = [dataclasses.asdict(r) for r in results]
-        self.table(
-            "3. Latency, completion → all three messages received (idle worker)",
-            ["", "samples", "p50", "p99", "max"],
-            [
-                [
-                    r.name,
-                    str(r.samples),
-                    f"{r.p50_ms:.0f} ms",
-                    f"{r.p99_ms:.0f} ms",
-                    f"{r.max_ms:.0f} ms",
-                ]
-                for r in results
-            ],
-        )
-
-    def inbound(
-        self, results: list[inbound.InboundResult], accepted: int, stored: int
-    ) -> None:
-        self.data["inbound"] = [dataclasses.asdict(r) for r in results]
-        base, durable = results[0], results[1]
-        self.table(
-            "4. Inbound through gunicorn (2 sync workers), PostgreSQL",
-            [
-                *("", "requests/s", "messages/s", "÷ bare route"),
-                *("÷ durable route", "p50", "p99", "errors"),
-            ],
-            [
-                [
-                    r.name,
-                    f"{r.requests_per_s:,.0f}",
-                    f"{r.messages_per_s:,.0f}" if "inbound" in r.name else "–",
-                    f"{r.requests_per_s / base.requests_per_s:.2f}",
-                    f"{r.requests_per_s / durable.requests_per_s:.2f}",
-                    f"{r.p50_ms:.1f} ms" if r.p50_ms is not None else "–",
-                    f"{r.p99_ms:.1f} ms" if r.p99_ms is not None else "–",
-                    str(r.errors),
-                ]
-                for r in results
-            ],
-        )
-        self.data["inbound_accepted"] = accepted
-        self.data["inbound_events_stored"] = stored
-        self.line(
-            f"\nInbound messages answered 200 (warm-ups included): {accepted:,};"
-            f" events stored: {stored:,}."
-        )
-
-    def growth(self, results: list[delivery.ThroughputResult]) -> None:
-        self.data["growth"] = [_tp(r) for r in results]
-        rows = []
-        for ours, theirs in zip(results[::2], results[1::2], strict=True):
-            rows.append(
-                [
-                    f"{ours.n:,}",
-                    f"{ours.completions_per_s:,.0f}",
-                    f"{ours.send_median_ms:.2f} / {ours.send_p99_ms:.2f} ms",
-                    f"{theirs.completions_per_s:,.0f}",
-                    f"{theirs.send_median_ms:.2f} / {theirs.send_p99_ms:.2f} ms",
-                    _div(ours, theirs),
-                    f"{ours.lost} / {theirs.lost}",
-                ]
-            )
-        self.table(
-            "5. Growth with N (extension: PostgreSQL, 1 worker; analytics-python: "
-            "queue raised to hold N)",
-            [
-                "N",
-                "extension completions/s",
-                "extension send median / p99",
-                "analytics-python completions/s",
-                "analytics-python send median / p99",
-                "ratio",
-                "lost (ext / a-p)",
-            ],
-            rows,
-        )
-
-    def user_segments(
-        self, loads: list[segments.LoadResult], results: list[segments.SegmentResult]
-    ) -> None:
-        self.data["segments_load"] = [dataclasses.asdict(r) for r in loads]
-        self.data["segments"] = [dataclasses.asdict(r) for r in results]
-        first = loads[0]
-        self.table(
-            f"6. User segments, {first.profiles:,} profiles, {segments.ACCOUNTS:,}"
-            f" accounts, {first.events:,} events: count() best of 3, is_member()"
-            f" mean over {segments.SAMPLE} users",
-            ["database", "segment shape", "members", "count() ms", "is_member() ms"],
-            [
-                [
-                    r.database,
-                    r.shape,
-                    f"{r.members:,}",
-                    f"{r.count_ms:,.1f}",
-                    f"{r.is_member_ms:.2f}",
-                ]
-                for r in results
-            ],
-            right=(2, 3, 4),
-        )
-        self.line(
-            "\nLoading the data took "
-            + ", ".join(f"{r.seconds:.1f} s on {r.database}" for r in loads)
-            + "."
-        )
-
-    def save(self) -> None:
-        if self.json_path:
-            with open(self.json_path, "w") as f:
-                json.dump(self.data, f, indent=2)
-
-
-def _div(result: delivery.ThroughputResult, base: delivery.ThroughputResult) -> str:
-    return f"{result.completions_per_s / base.completions_per_s:.2f}"
-
-
-def _ratio(result: delivery.PathResult, base: delivery.PathResult) -> str:
-    return f"{result.median_ms / base.median_ms:.2f}"
-
-
-def _tp(result: delivery.ThroughputResult) -> dict[str, t.Any]:
-    return {
-        **dataclasses.asdict(result),
-        "completions_per_s": result.completions_per_s,
-        "lost": result.lost,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

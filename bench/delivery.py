@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import tempfile
 import time
 import typing as t
@@ -29,6 +30,11 @@ from ._util import parse_iso
 from ._util import percentile
 from ._util import stop
 
+#: When the host's request sends the signal: ``None``, alone (no host
+#: transaction: the signal's own cost); ``"after"`` the host's commit of its
+#: response row; ``"inside"`` its transaction, before the commit.
+Commit = t.Literal["after", "inside"] | None
+
 
 @dataclasses.dataclass
 class Producer:
@@ -38,6 +44,22 @@ class Producer:
     app: Flask
     signal: t.Any
     close: t.Callable[[], None] = lambda: None
+    #: With a value, each completion is a request of its own (an app context)
+    #: that INSERTs the host's response row on ``db.session`` and COMMITs.
+    commit: Commit = None
+    #: The database's label, when the host commits.
+    database: str = ""
+
+    def with_commit(
+        self, commit: Commit, name: str | None = None, database: str | None = None
+    ) -> Producer:
+        """This producer, the host committing its response row too."""
+        return dataclasses.replace(
+            self,
+            commit=commit,
+            name=name or self.name,
+            database=self.database if database is None else database,
+        )
 
     def send_threaded(self, n: int, threads: int) -> list[float]:
         """Send ``n`` completions from ``threads`` threads, like a threaded server."""
@@ -52,7 +74,13 @@ class Producer:
             return [t for part in parts for t in part]
 
     def send(self, n: int, offset: int, user_id: str | None = None) -> list[float]:
-        """Send ``n`` completions; the seconds each ``send`` took."""
+        """Send ``n`` completions; the seconds each took (the signal's ``send``,
+        or the host's whole request when it commits)."""
+        if self.commit is not None:
+            return [
+                self.request(completion_kwargs(i, user_id))
+                for i in range(offset, offset + n)
+            ]
         times = []
         send, app = self.signal.send, self.app
         with app.app_context():
@@ -63,11 +91,53 @@ class Producer:
                 times.append(time.perf_counter() - started)
         return times
 
+    def request(self, kwargs: dict[str, t.Any]) -> float:
+        """One request of the host: its response row INSERTed and COMMITted on
+        ``db.session``, the signal sent inside or after; the seconds it took."""
+        app = self.app
+        db, model = app.extensions["bench_db"], app.extensions["bench_response"]
+        response = kwargs["response"]
+        started = time.perf_counter()
+        with app.app_context():
+            db.session.add(
+                model(
+                    response_id=response["id"],
+                    user_id=kwargs["user_id"],
+                    survey_id=kwargs["survey"]["id"],
+                    answers=response["answers"],
+                    completed_at=response["completed_at"],
+                )
+            )
+            if self.commit == "inside":
+                self.signal.send(app, **kwargs)
+            db.session.commit()
+            if self.commit == "after":
+                self.signal.send(app, **kwargs)
+        return time.perf_counter() - started
+
 
 @contextlib.contextmanager
-def no_extension() -> t.Iterator[Producer]:
-    """The host's own cost: a signal nobody listens to."""
-    yield Producer("no extension", Flask(__name__), Namespace().signal("survey"))
+def host_app(database_url: str) -> t.Iterator[Flask]:
+    """The host app without the extension on ``database_url`` (its response
+    table created if missing)."""
+    os.environ["BENCH_DATABASE_URL"] = database_url
+    app = hostapp.create_app(extension=False)
+    db = app.extensions["bench_db"]
+    with app.app_context():
+        db.create_all()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@contextlib.contextmanager
+def host_alone(database_url: str) -> t.Iterator[Producer]:
+    """The floor: the host's request (INSERT, COMMIT) and nothing else."""
+    with host_app(database_url) as app:
+        signal = Namespace().signal("survey")
+        yield Producer("host alone (INSERT + COMMIT)", app, signal, commit="after")
 
 
 @contextlib.contextmanager
@@ -106,34 +176,26 @@ def extension(
 
 
 @contextlib.contextmanager
-def analytics_python(api_host: str, **options: t.Any) -> t.Iterator[Producer]:
-    """``segment-analytics-python`` called from the handler."""
+def analytics_python(
+    api_host: str, database_url: str | None = None, **options: t.Any
+) -> t.Iterator[Producer]:
+    """``segment-analytics-python`` called from the handler; with
+    ``database_url``, after the host's commit of its response row."""
     client = baseline.make_client(api_host, **options)
     signal = Namespace().signal("survey_completed")
     signal.connect(baseline.handler(client), weak=False)
     name = "analytics-python" + (" (" + _options(options) + ")" if options else "")
-    try:
-        yield Producer(name, Flask(__name__), signal, client.flush)
-    finally:
-        client.shutdown()
+    with contextlib.ExitStack() as stack:
+        stack.callback(client.shutdown)
+        if database_url is None:
+            yield Producer(name, Flask(__name__), signal, client.flush)
+            return
+        app = stack.enter_context(host_app(database_url))
+        yield Producer(name, app, signal, client.flush, commit="after")
 
 
 def _options(options: dict[str, t.Any]) -> str:
     return ", ".join(f"{key}={value:,}" for key, value in options.items())
-
-
-@dataclasses.dataclass
-class PathResult:
-    name: str
-    median_ms: float
-    p99_ms: float
-
-
-def request_path(producer: Producer, n: int) -> PathResult:
-    """Signal send → return, after a warm-up, while the deliveries go out."""
-    producer.send(min(200, n), offset=10_000_000)
-    times = producer.send(n, offset=0)
-    return PathResult(producer.name, median(times) * 1000, percentile(times, 99) * 1000)
 
 
 @dataclasses.dataclass
@@ -149,6 +211,7 @@ class ThroughputResult:
     send_median_ms: float
     send_p99_ms: float
     threads: int = 1
+    database: str = ""
 
     @property
     def completions_per_s(self) -> float:
@@ -180,6 +243,7 @@ def throughput(
         median(times) * 1000,
         percentile(times, 99) * 1000,
         threads,
+        producer.database,
     )
 
 
@@ -190,19 +254,24 @@ class LatencyResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    rate: float = 0.0
 
 
 def latency(
-    producer: Producer, standin: StandIn, samples: int, gap: float = 0.1
+    producer: Producer, standin: StandIn, samples: int, rate: float = 200.0
 ) -> LatencyResult:
-    """Completion → all three messages received, one completion at a time."""
+    """Completion → all three messages received, ``rate`` completions a second
+    on a fixed schedule (a late one is sent at once, not skipped)."""
     standin.reset()
     sent_at: dict[str, float] = {}
+    started = time.perf_counter()
     for i in range(samples):
+        wait = started + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
         user_id = f"latency-{i}"
         sent_at[user_id] = time.time()
         producer.send(1, offset=20_000_000 + i, user_id=user_id)
-        time.sleep(gap)
     standin.wait_for(3 * samples, stall=10)
     arrived: dict[str, float] = {}
     for message in standin.messages():
@@ -219,6 +288,7 @@ def latency(
         median(delays),
         percentile(delays, 99),
         max(delays),
+        rate,
     )
 
 

@@ -9,6 +9,7 @@ Configured from the environment so that the benchmark, its RQ workers
 from __future__ import annotations
 
 import os
+import typing as t
 
 import sqlalchemy as sa
 from blinker import Namespace
@@ -24,7 +25,9 @@ signals = Namespace()
 survey_completed = signals.signal("survey_completed")
 
 
-def create_app() -> Flask:
+def create_app(*, extension: bool = True) -> Flask:
+    """The host app; without ``extension``, the same app and database without
+    flask-refiner-segment (the host alone, or analytics-python's setting)."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY="bench",
@@ -37,7 +40,8 @@ def create_app() -> Flask:
         REFINER_SEGMENT_ALLOW_PRIVATE_HOSTS=True,
     )
     db = SQLAlchemy(app)
-    RefinerSegment(app, db=db, signal=survey_completed)
+    if extension:
+        RefinerSegment(app, db=db, signal=survey_completed)
     app.extensions["bench_db"] = db
     webhook = sa.Table(
         "bench_webhook",
@@ -46,6 +50,7 @@ def create_app() -> Flask:
         sa.Column("body", sa.Text, nullable=False),
         sa.Column("received_at", sa.DateTime, server_default=sa.func.now()),
     )
+    app.extensions["bench_response"] = _response_model(db)
 
     @app.post("/bare")
     def bare() -> tuple[str, int]:
@@ -64,6 +69,21 @@ def create_app() -> Flask:
         return "", 200
 
     return app
+
+
+def _response_model(db: SQLAlchemy) -> t.Any:
+    """The host's own table: one row per survey response, as a survey app keeps."""
+
+    class Response(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "bench_survey_response"
+        id = sa.Column(sa.Integer, primary_key=True)
+        response_id = sa.Column(sa.String(255), nullable=False)
+        user_id = sa.Column(sa.String(255), nullable=False)
+        survey_id = sa.Column(sa.String(255), nullable=False)
+        answers = sa.Column(sa.JSON, nullable=False)
+        completed_at = sa.Column(sa.DateTime, nullable=False)
+
+    return Response
 
 
 def create_fresh_app(env: dict[str, str]) -> Flask:

@@ -43,27 +43,41 @@ def test_bench_smoke(tmp_path: Path, postgres_url: str | None) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     data = json.loads(out.read_text())
 
-    assert {r["name"] for r in data["request_path"]} >= {
-        "no extension",
-        "analytics-python",
-    }
-    assert len(data["request_path"]) == 5
-    for result in data["throughput"] + data["growth"]:
+    paths = data["request_path"]
+    assert [r["database"] for r in paths] == ["PostgreSQL"] * 4 + ["SQLite (WAL)"] * 4
+    assert [r["name"] for r in paths[:4]] == [
+        "host alone (INSERT + COMMIT)",
+        "+ analytics-python, after the commit",
+        "+ flask-refiner-segment, after the commit",
+        "+ flask-refiner-segment, inside the transaction",
+    ]
+    assert all(r["n"] == 200 and r["median_ms"] > 0 for r in paths)
+    for result in data["throughput"]:
         assert result["duplicates"] == 0, result
         assert result["rejected"] == 0, result
+        assert result["database"] in ("PostgreSQL", "SQLite (WAL)"), result
         if result["name"].startswith("flask-refiner-segment"):
             assert result["lost"] == 0, result
             assert result["received"] == 3 * result["n"], result
         if "max_queue_size" in result["name"]:  # room for every message
             assert result["lost"] == 0, result
-    assert [r["samples"] for r in data["latency"]] == [5, 5]
+    assert len(data["throughput"]) == 2 * 2 * 3 + 1
+    assert [r["samples"] for r in data["latency"]] == [5, 5, 5, 5]
+    growth = data["growth"]
+    assert [(r["database"], r["rows"]) for r in growth] == [
+        ("PostgreSQL", 1000),
+        ("PostgreSQL", 3000),
+        ("SQLite (WAL)", 1000),
+        ("SQLite (WAL)", 3000),
+    ]
+    assert all(r["lost"] == 0 and r["received"] == 300 for r in growth), growth
     loads = data["inbound"]
     assert [r["errors"] for r in loads] == [0, 0, 0, 0]
     assert all(r["requests_per_s"] > 0 for r in loads)
     assert data["inbound_accepted"] > 0
     assert data["inbound_events_stored"] == data["inbound_accepted"]
     assert data["standin_capacity"] > 0
-    assert "| N |" in run.stdout  # the growth table was printed
+    assert "| database | rows | request median |" in run.stdout  # growth
 
     segment_loads = data["segments_load"]
     assert [r["database"] for r in segment_loads] == ["PostgreSQL", "SQLite"]

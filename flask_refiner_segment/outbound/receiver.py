@@ -3,7 +3,9 @@
 It runs on the host's request path, so it does as little as possible: no call to
 Segment, one statement (PostgreSQL; two on SQLite) and one Redis ``SET NX``.
 Sent inside a host transaction that wrote, it records on that transaction's
-connection in a SAVEPOINT and kicks after the commit (:mod:`.hosttx`);
+connection in a SAVEPOINT (on PostgreSQL with psycopg 3 the SAVEPOINT, the
+statement and the RELEASE are one round trip: :mod:`.pipelined`) and kicks
+after the commit (:mod:`.hosttx`);
 otherwise in a short transaction of its own on ``db.engine``. It never commits,
 flushes or rolls back the host's ``db.session`` and never raises into the host.
 """

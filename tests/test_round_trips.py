@@ -1,0 +1,97 @@
+"""The request path's round trips to PostgreSQL, counted in libpq's protocol
+trace: recording inside the host's transaction adds one round trip (the
+SAVEPOINT, the statement and the RELEASE are pipelined), and an error in it
+still leaves the host's transaction usable."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_refiner_segment.outbound import fallback
+from psycopg.pq import Trace
+from sqlalchemy import orm
+
+from . import hostapp
+from .conftest import completion
+from .helpers import deliveries
+
+
+@pytest.fixture
+def pg(app: Flask) -> t.Iterator[tuple[Flask, t.Any, t.Any]]:
+    db = app.extensions["test_db"]
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("round trips to PostgreSQL")
+
+    class TripNote(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "trip_note"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+
+    with app.app_context():
+        TripNote.__table__.create(db.engine, checkfirst=True)
+    yield app, db, TripNote
+    with app.app_context():
+        TripNote.__table__.drop(db.engine)
+
+
+@contextlib.contextmanager
+def round_trips(db: t.Any) -> t.Iterator[list[int]]:
+    """Count the client's round trips on ``db.session``'s connection: each
+    ends with a ``Sync`` (extended protocol) or is a ``Query`` (simple)."""
+    dbapi = db.session.connection().connection.dbapi_connection
+    counted: list[int] = []
+    with tempfile.TemporaryFile() as trace:
+        dbapi.pgconn.trace(trace.fileno())
+        dbapi.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        try:
+            yield counted
+        finally:
+            dbapi.pgconn.untrace()
+        trace.seek(0)
+        lines = trace.read().decode().splitlines()
+    sent = [line.split("\t") for line in lines if line.startswith("F\t")]
+    counted.append(sum(1 for f in sent if f[2].strip() in ("Sync", "Query")))
+
+
+def test_recording_inside_the_transaction_is_one_round_trip(pg):
+    app, db, note = pg
+    with app.test_request_context():
+        db.session.add(note())
+        db.session.flush()  # the host's transaction has begun
+        with round_trips(db) as counted:
+            hostapp.survey_completed.send(app, **completion(1))
+        db.session.add(note())
+        db.session.commit()
+    assert counted == [1]
+    assert [d.status for d in deliveries(app)] == ["pending"]
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(note)).scalar() == 2
+
+
+def test_an_error_in_the_pipeline_keeps_the_host_s_transaction(pg, redis_conn):
+    app, db, note = pg
+    state = app.extensions["refiner_segment"]
+    table = state.tables.outbound.SurveyResponse.__table__
+    with app.app_context():
+        table.drop(db.engine)  # our statement fails; the host's do not
+    try:
+        with app.test_request_context():
+            db.session.add(note())
+            db.session.flush()
+            with round_trips(db) as counted:
+                hostapp.survey_completed.send(app, **completion(1))
+            db.session.add(note())
+            db.session.commit()  # a poisoned transaction would raise here
+    finally:
+        with app.app_context():
+            table.create(db.engine)
+    assert counted[0] <= 3  # the pipeline, the SAVEPOINT's rollback and release
+    assert deliveries(app) == []
+    assert fallback.length(redis_conn) == 1  # not lost: it waits in Redis
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(note)).scalar() == 2
