@@ -14,8 +14,8 @@ nothing is due, or after half of ``JOB_TIMEOUT`` (the next job goes on).
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
+import datetime as dt
 import logging
 import threading
 import time
@@ -29,7 +29,10 @@ from flask import Flask
 from flask import current_app
 from rq import Worker
 
+from ..tables.base import utcnow
+from . import frozen
 from . import kick
+from . import outbox
 from . import ready
 from . import settings
 from .sender import Turn
@@ -88,11 +91,16 @@ class Server:
         self.slot = slot
         self.stats = dict.fromkeys((*Turn.STATS, "turns"), 0)
         self.threads = max(1, state.config.send_threads)
-        #: Taken off the ready set, with their settings, waiting for a thread.
-        self.waiting: collections.deque[tuple[str, WorkspaceSettings]] = (
-            collections.deque()
-        )
-        self.running: dict[concurrent.futures.Future[dict[str, int]], str] = {}
+        #: Turns claimed and sending (or waiting for a thread).
+        self.running: dict[concurrent.futures.Future[None], Turn] = {}
+        #: Turns that sent nothing (nothing claimed), to settle.
+        self.unsent: list[Turn] = []
+        #: Workspaces whose turn goes on (a full batch, within ``TURN_SECONDS``
+        #: of its start): their settings and when their turn started.
+        self.again: list[tuple[WorkspaceSettings, float]] = []
+        #: Taken off the ready set and not yet claimed (handed back if the
+        #: job stops meanwhile).
+        self.taken: list[str] = []
         self._fanned_out = 0.0
         self._kept = 0.0
 
@@ -113,111 +121,232 @@ class Server:
                     ready.keep_slot(state, self.connection, self.slot)
                 going = time.monotonic() < deadline
                 if going:
-                    self._fill(app, pool, sessions)
+                    self._round(app, pool, sessions)
                 if time.monotonic() >= recover_at:
                     # A long job delays its worker's own recovery round.
                     recover_at = time.monotonic() + config.recovery_interval
                     self._recover()
-                if not self.running:
-                    if not going:
-                        break
-                    wait = ready.due_within(self.connection, idle)
-                    if wait is None:
-                        if self.slot is None or not ready.leave_slot(
-                            state, self.connection, self.slot, idle
-                        ):
-                            self.slot = None  # released
-                            break
-                        continue
-                    if wait > 0:
-                        # A last look due within KICK_CACHE_SECONDS.
-                        threading.Event().wait(wait)
+                if self.running:
+                    concurrent.futures.wait(
+                        self.running,
+                        timeout=config.batch_linger or 0.05,
+                        return_when=concurrent.futures.FIRST_COMPLETED,
+                    )
+                self._settle(app)
+                if self.running or (going and self.again):
                     continue
-                done, _ = concurrent.futures.wait(
-                    self.running,
-                    timeout=config.batch_linger or 0.05,
-                    return_when=concurrent.futures.FIRST_COMPLETED,
-                )
-                for future in done:
-                    self._finished(future)
+                if not going:
+                    break
+                wait = ready.due_within(self.connection, idle)
+                if wait is None:
+                    if self.slot is None or not ready.leave_slot(
+                        state, self.connection, self.slot, idle
+                    ):
+                        self.slot = None  # released
+                        break
+                    continue
+                if wait > 0:
+                    # A last look due within KICK_CACHE_SECONDS.
+                    threading.Event().wait(wait)
         finally:
-            for future in concurrent.futures.as_completed(list(self.running)):
-                self._finished(future)
+            concurrent.futures.wait(self.running)
             pool.shutdown(wait=True)
+            self._settle(app)
             sessions.close()
             self._hand_over()
         kick.schedule_sweep(state, self.queue)
         return self.stats
 
-    def _fill(
+    def _round(
         self,
         app: Flask,
         pool: concurrent.futures.ThreadPoolExecutor,
         sessions: Sessions,
     ) -> None:
-        """Start turns on free threads, taking due workspaces off the ready set."""
-        free = self.threads - len(self.running)
+        """Start the turns of a round: the workspaces whose turn goes on, then
+        due ones off the ready set, up to twice the threads in flight. Their
+        deliveries are claimed in one statement, their messages frozen in
+        one; then each workspace's requests go on a thread."""
+        free = 2 * self.threads - len(self.running)
         if free <= 0:
             return
-        if len(self.waiting) < free:
-            taken, left = ready.pop(self.connection, 2 * free - len(self.waiting))
-            if taken:
-                loaded = settings.load_many(self.state, taken)
-                self.waiting.extend((ws, loaded[ws]) for ws in taken)
+        going_on, self.again = self.again[:free], self.again[free:]
+        found = list(going_on)
+        if len(found) < free:
+            taken, left = ready.pop(self.connection, free - len(found))
+            self.taken = taken
             if left:
                 self._fan_out()
-        while free and self.waiting:
-            ws, current = self.waiting.popleft()
-            session = sessions.get(current.api_host) if current.write_key else None
-            future = pool.submit(self._turn, app, ws, current, session)
-            self.running[future] = ws
-            free -= 1
+            if taken:
+                loaded = settings.load_many(self.state, taken)
+                now = time.monotonic()
+                found += [(loaded[ws], now) for ws in taken]
+        turns = []
+        for current, started in found:
+            turn = self._turn(current, sessions, started)
+            if turn.start():
+                turns.append(turn)
+            else:
+                self._end(turn.workspace_id)
+        if not turns:
+            self.taken = []
+            return
+        size = self.state.config.batch_size
+        try:
+            claimed = outbox.retrying(
+                self.state,
+                lambda: outbox.claim_many(
+                    self.state,
+                    dict.fromkeys([turn.workspace_id for turn in turns], size),
+                ),
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            # Nothing was claimed: the workspaces wait for the next round.
+            logger.warning("A claim failed (%s); retrying.", type(exc).__name__)
+            later = time.time() + (self.state.config.batch_linger or 0.05)
+            for turn in turns:
+                ready.add(self.connection, turn.workspace_id, later)
+            self.taken = []
+            return
+        self.taken = []
+        batches = [
+            (claimed.get(turn.workspace_id, []), turn.options, turn.workspace_id)
+            for turn in turns
+        ]
+        for turn, (rows, _, _) in zip(turns, batches, strict=True):
+            turn.claimed = len(rows)
+        try:
+            prepared = frozen.prepare_many(self.state, batches)
+        except sa.exc.SQLAlchemyError:
+            logger.exception(
+                "Freezing the messages of %d turns failed; their deliveries wait"
+                " for the recovery round.",
+                len(turns),
+            )
+            for turn in turns:
+                self._end(turn.workspace_id)
+            return
+        for turn, ready_rows in zip(turns, prepared, strict=True):
+            turn.prepared(ready_rows)
+            if ready_rows.rows:
+                future = pool.submit(self._send, app, turn, ready_rows)
+                self.running[future] = turn
+            else:
+                self.unsent.append(turn)
 
     def _turn(
-        self,
-        app: Flask,
-        ws: str,
-        current: WorkspaceSettings,
-        session: requests.Session | None,
-    ) -> dict[str, int]:
-        """A workspace's turn (on a thread of the pool); then it waits in the
-        ready set again (time ran out) or its turn ends."""
+        self, current: WorkspaceSettings, sessions: Sessions, started: float
+    ) -> Turn:
+        session = sessions.get(current.api_host) if current.write_key else None
+        return Turn(
+            self.state,
+            current.workspace_id,
+            self.queue,
+            current,
+            session=session,
+            started=started,
+        )
+
+    @staticmethod
+    def _send(app: Flask, turn: Turn, prepared: frozen.Prepared) -> None:
+        """A workspace's requests (on a thread of the pool)."""
         with app.app_context():
-            turn = Turn(self.state, ws, self.queue, current, session=session)
-            if turn.run() == "more":
-                ready.add(self.connection, ws, time.time())
+            turn.send(prepared)
+
+    def _settle(self, app: Flask) -> None:
+        """Apply the state changes of every turn that finished, in one
+        transaction, then say what comes next for each workspace: its turn
+        goes on, it waits behind the others, a retry is scheduled, or its
+        turn ends."""
+        done = [f for f in self.running if f.done()]
+        turns = self.unsent
+        self.unsent = []
+        for future in done:
+            turn = self.running.pop(future)
+            exc = future.exception()
+            if exc is None:
+                turns.append(turn)
+                continue
+            # Its claimed deliveries come back when their lease expires; the
+            # recovery round kicks the workspace again. The others go on.
+            self.stats["turns"] += 1
+            logger.error(
+                "The turn of workspace %r failed; its deliveries wait for the"
+                " recovery round.",
+                turn.workspace_id,
+                exc_info=exc,
+            )
+            self._end(turn.workspace_id)
+        if not turns:
+            return
+        size = self.state.config.batch_size
+        full = {
+            turn.workspace_id
+            for turn in turns
+            if turn.claimed >= size and not turn.paused and not turn.retried
+        }
+        changes = [change for turn in turns for change in turn.changes]
+        try:
+            changed, due = outbox.transitions(
+                self.state,
+                [(change.rows, change.values) for change in changes],
+                bumps=[bump for turn in turns for bump in turn.bumps],
+                due_of=[
+                    turn.workspace_id
+                    for turn in turns
+                    if not turn.paused and turn.workspace_id not in full
+                ],
+            )
+        except sa.exc.SQLAlchemyError:
+            logger.exception(
+                "The state changes of %d turns failed; their deliveries wait for"
+                " the recovery round.",
+                len(turns),
+            )
+            for turn in turns:
+                self._end(turn.workspace_id)
+            return
+        with app.app_context():
+            for turn in turns:
+                mine, changed = (
+                    changed[: len(turn.changes)],
+                    changed[len(turn.changes) :],
+                )
+                turn.settle(mine)
+                self.stats["turns"] += 1
+                for key, value in turn.stats.items():
+                    self.stats[key] += value
+                self._next(turn, turn.workspace_id in full, due.get(turn.workspace_id))
+
+    def _next(self, turn: Turn, full: bool, due: dt.datetime | None) -> None:
+        """What comes after a turn that was settled."""
+        ws = turn.workspace_id
+        if full:
+            if time.monotonic() - turn.started < self.state.config.turn_seconds:
+                self.again.append((turn.settings, turn.started))
             else:
-                ready.end_turn(self.state, self.connection, ws)
-            return turn.stats
+                ready.add(self.connection, ws, time.time())  # behind the others
+        elif turn.paused or due is None:
+            self._end(ws)
+        elif due <= utcnow():
+            ready.add(self.connection, ws, time.time())
+        else:
+            # A backoff may end later than the retry already scheduled, which
+            # would otherwise have been the workspace's last turn.
+            kick.schedule_retry(self.state, self.queue, ws, due)
+            self._end(ws)
+
+    def _end(self, workspace_id: str) -> None:
+        try:
+            ready.end_turn(self.state, self.connection, workspace_id)
+        except redis.RedisError:
+            pass
 
     def _recover(self) -> None:
         try:
             kick.recover(self.state, self.queue)
         except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
             logger.warning("Recovery round failed (%s).", type(exc).__name__)
-
-    def _finished(self, future: concurrent.futures.Future[dict[str, int]]) -> None:
-        ws = self.running.pop(future, None)
-        if ws is None:
-            return
-        self.stats["turns"] += 1
-        exc = future.exception()
-        if exc is None:
-            for key, value in future.result().items():
-                self.stats[key] += value
-        else:
-            # Its claimed deliveries come back when their lease expires; the
-            # recovery round kicks the workspace again. The others go on.
-            logger.error(
-                "The turn of workspace %r failed; its deliveries wait for the"
-                " recovery round.",
-                ws,
-                exc_info=exc,
-            )
-            try:
-                ready.end_turn(self.state, self.connection, ws)
-            except redis.RedisError:
-                pass
 
     def _fan_out(self) -> None:
         """More is due than this job takes: start another serve job when a
@@ -237,11 +366,10 @@ class Server:
     def _hand_over(self) -> None:
         """The job stops: put back what it took and did not serve; release its
         slot, and when turns are due, make sure a serve job takes them."""
-        if self.waiting:
-            now = time.time()
-            for ws, _ in self.waiting:
-                ready.add(self.connection, ws, now)
-            self.waiting.clear()
+        now = time.time()
+        for ws in [*self.taken, *(c.workspace_id for c, _ in self.again)]:
+            ready.add(self.connection, ws, now)
+        self.taken, self.again = [], []
         if self.slot is not None:
             self.connection.delete(ready.serve_key(self.slot))
         idle = max(self.state.config.kick_cache_seconds, self.state.config.batch_linger)
