@@ -7,7 +7,7 @@ Part ``outbox`` of ``python -m bench`` (``python -m bench --only outbox``;
 fresh tables: bulk-load N deliveries in one server-side statement
 (``generate_series`` on PostgreSQL, a recursive CTE on SQLite), all sent 45
 days ago but the newest :data:`PENDING`, which are pending and due; ANALYZE.
-Then, :data:`ROUNDS` times: ``outbox.claim`` of 500 and ``outbox.mark_sent`` of
+Then, :data:`ROUNDS` times: ``claims.claim`` of 500 and ``outbox.mark_sent`` of
 them (each timed), then (untimed) the same rows put back to pending, so every
 round sees the same outbox. Also timed: ``outbox.release_stale`` (what the
 periodic sweep runs) and ``retention.prune`` of the N − 500 old sent rows.
@@ -97,7 +97,7 @@ def _measure(label: str, app: t.Any, n: int) -> OutboxResult:
     claims, marks, claimed = [], [], []
     for _ in range(ROUNDS):
         started = time.perf_counter()
-        rows = outbox.claim(state, WS, CLAIM)
+        rows = claims.claim(state, WS, CLAIM)
         claims.append(time.perf_counter() - started)
         started = time.perf_counter()
         outbox.mark_sent(state, rows, 200)

@@ -28,6 +28,7 @@ from rq import get_current_job
 from ..state import get_state
 from ..tables import outbound as models
 from ..tables.base import utcnow
+from . import claims
 from . import kick as live
 from . import outbox
 from . import settings
@@ -152,7 +153,7 @@ class BackfillBatch(Turn):
         self.options = build_options(state, current)
         self.client = make_client(state, current)
         try:
-            rows = outbox.claim(state, ws, size, status=models.BACKFILL)
+            rows = claims.claim(state, ws, size, status=models.BACKFILL)
             rows = self._drop_superseded(rows)
             if rows:
                 self._send_rows(rows)

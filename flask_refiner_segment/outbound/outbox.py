@@ -13,7 +13,6 @@ import logging
 import random
 import time
 import typing as t
-import uuid
 
 import sqlalchemy as sa
 
@@ -57,119 +56,6 @@ def bookkeeping(state: State) -> t.Iterator[sa.Connection]:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         yield conn
-
-
-def claim(
-    state: State,
-    workspace_id: str,
-    limit: int,
-    due_by: dt.datetime | None = None,
-    *,
-    status: str = models.PENDING,
-) -> list[Claimed]:
-    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now);
-    with ``status="backfill"`` a backfill's deliveries (its own jobs only)."""
-    return claim_many(state, {workspace_id: limit}, due_by, status=status).get(
-        workspace_id, []
-    )
-
-
-def claim_many(
-    state: State,
-    limits: t.Mapping[str, int],
-    due_by: dt.datetime | None = None,
-    *,
-    status: str = models.PENDING,
-) -> dict[str, list[Claimed]]:
-    """Lease the due deliveries of several workspaces in one statement: up to
-    ``limits[workspace]`` each, the oldest first, all under one claim token.
-    Returns each workspace's claimed rows in id order (none: left out).
-
-    Safe with several workers: on PostgreSQL each workspace's rows are locked
-    by a ``LATERAL .. LIMIT .. FOR UPDATE SKIP LOCKED`` subquery (rows locked
-    by a concurrent claim are skipped), and the ``UPDATE`` re-checks
-    ``status``; SQLite takes a window per workspace (``row_number()``) in its
-    one writer's transaction. The rows come back from ``UPDATE .. RETURNING``.
-    """
-    limits = {ws: n for ws, n in limits.items() if n > 0}
-    if not limits:
-        return {}
-    table = delivery_table(state)
-    now = utcnow()
-    due_by = now if due_by is None else min(due_by, now)
-    token = uuid.uuid4().hex
-    due = sa.and_(table.c.status == status, table.c.next_attempt_at <= due_by)
-    with bookkeeping(state) as conn:
-        if conn.dialect.name == "postgresql":
-            ids = list(conn.execute(_locked_due(table, due, limits)).scalars())
-            if not ids:
-                return {}
-            chosen = table.c.id.in_(ids)
-        else:
-            chosen = table.c.id.in_(_windowed_due(table, due, limits))
-        rows = conn.execute(
-            table.update()
-            .where(chosen, table.c.status == status)
-            .values(
-                status=models.SENDING,
-                claim_token=token,
-                lease_expires_at=now + dt.timedelta(seconds=state.config.lease_seconds),
-                updated_at=now,
-            )
-            .returning(
-                table.c.id,
-                table.c.workspace_id,
-                table.c.response_id,
-                table.c.payload,
-                table.c.messages,
-                table.c.attempts,
-                table.c.retry_until,
-                table.c.claim_token,
-            )
-        ).all()
-    claimed: dict[str, list[Claimed]] = {}
-    for row in sorted(rows, key=lambda row: int(row.id)):
-        claimed.setdefault(str(row.workspace_id), []).append(row)
-    return claimed
-
-
-def _locked_due(
-    table: sa.Table, due: sa.ColumnElement[bool], limits: t.Mapping[str, int]
-) -> sa.Select[tuple[int]]:
-    """PostgreSQL: the ids to claim, each workspace's locked first. As ``IN
-    (subquery)`` PostgreSQL may run a ``LIMIT .. FOR UPDATE SKIP LOCKED``
-    subquery once per outer row, each run skipping the rows already taken (it
-    would claim every due row): the ids are selected on their own."""
-    wanted = sa.values(
-        sa.column("ws", sa.String), sa.column("n", sa.Integer), name="wanted"
-    ).data(list(limits.items()))
-    own = (
-        sa.select(table.c.id)
-        .where(table.c.workspace_id == wanted.c.ws, due)
-        .order_by(table.c.id)
-        .limit(wanted.c.n)
-        .with_for_update(skip_locked=True)
-        .lateral("own")
-    )
-    return sa.select(own.c.id).select_from(wanted).join(own, sa.true())
-
-
-def _windowed_due(
-    table: sa.Table, due: sa.ColumnElement[bool], limits: t.Mapping[str, int]
-) -> sa.Select[tuple[int]]:
-    """SQLite: the ids to claim, numbered per workspace by a window."""
-    place = (
-        sa.func.row_number()
-        .over(partition_by=table.c.workspace_id, order_by=table.c.id)
-        .label("place")
-    )
-    numbered = (
-        sa.select(table.c.id, table.c.workspace_id, place)
-        .where(table.c.workspace_id.in_(list(limits)), due)
-        .subquery()
-    )
-    limit = sa.case(limits, value=numbered.c.workspace_id, else_=0)
-    return sa.select(numbered.c.id).where(numbered.c.place <= limit)
 
 
 def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> list[int]:

@@ -22,20 +22,20 @@ import time
 import typing as t
 
 import redis
-import requests
-import requests.adapters
 import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 from rq import Worker
 
 from ..tables.base import utcnow
+from . import claims
 from . import frozen
 from . import kick
 from . import outbox
 from . import ready
 from . import settings
 from .sender import Turn
+from .sessions import Sessions
 
 if t.TYPE_CHECKING:
     from rq import Queue
@@ -44,40 +44,6 @@ if t.TYPE_CHECKING:
     from .settings import WorkspaceSettings
 
 logger = logging.getLogger("flask_refiner_segment")
-
-
-class Sessions:
-    """One keep-alive :class:`requests.Session` per thread and Segment host."""
-
-    def __init__(self, pool_size: int) -> None:
-        self.pool_size = pool_size
-        self._local = threading.local()
-        self._all: list[requests.Session] = []
-        self._lock = threading.Lock()
-
-    def get(self, api_host: str) -> requests.Session:
-        mine: dict[str, requests.Session] | None = getattr(
-            self._local, "sessions", None
-        )
-        if mine is None:
-            mine = self._local.sessions = {}
-        session = mine.get(api_host)
-        if session is None:
-            session = mine[api_host] = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=1, pool_maxsize=self.pool_size
-            )
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            with self._lock:
-                self._all.append(session)
-        return session
-
-    def close(self) -> None:
-        with self._lock:
-            for session in self._all:
-                session.close()
-            self._all.clear()
 
 
 class Server:
@@ -195,7 +161,7 @@ class Server:
         try:
             claimed = outbox.retrying(
                 self.state,
-                lambda: outbox.claim_many(
+                lambda: claims.claim_many(
                     self.state,
                     dict.fromkeys([turn.workspace_id for turn in turns], size),
                 ),
