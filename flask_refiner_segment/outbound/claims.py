@@ -9,6 +9,7 @@ import typing as t
 import uuid
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..tables import outbound as models
 from ..tables.base import utcnow
@@ -101,9 +102,15 @@ def _locked_due(
     (subquery)`` PostgreSQL may run a ``LIMIT .. FOR UPDATE SKIP LOCKED``
     subquery once per outer row, each run skipping the rows already taken (it
     would claim every due row): the ids are selected on their own."""
-    wanted = sa.values(
-        sa.column("ws", sa.String), sa.column("n", sa.Integer), name="wanted"
-    ).data(list(limits.items()))
+    # One array parameter each (cached as one statement whatever the count).
+    wanted = (
+        sa.func.unnest(
+            sa.literal(list(limits), postgresql.ARRAY(sa.String)),
+            sa.literal(list(limits.values()), postgresql.ARRAY(sa.Integer)),
+        )
+        .table_valued("ws", "n")
+        .render_derived(name="wanted")
+    )
     own = (
         sa.select(table.c.id)
         .where(table.c.workspace_id == wanted.c.ws, due)

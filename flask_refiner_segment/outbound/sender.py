@@ -171,6 +171,8 @@ class Turn:
         self.started = started
         #: How many deliveries were claimed for it.
         self.claimed = 0
+        #: The kick key was just renewed (the first request needs not).
+        self.kick_kept = False
         self.stats = dict.fromkeys(self.STATS, 0)
         self.paused = False
         self.client: SegmentClient | None = None
@@ -278,7 +280,10 @@ class Turn:
         messages = [m for group in groups for m in group]
         if self.client is None:  # set before anything is claimed
             raise RuntimeError("a turn sends only after its client is made")
-        kick.keep_kick(self.state, self.queue.connection, self.workspace_id)
+        if self.kick_kept:
+            self.kick_kept = False
+        else:
+            kick.keep_kick(self.state, self.queue.connection, self.workspace_id)
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":

@@ -15,7 +15,6 @@ nothing is due, or after half of ``JOB_TIMEOUT`` (the next job goes on).
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import logging
 import threading
 import time
@@ -181,6 +180,10 @@ class Server:
         ]
         for turn, (rows, _, _) in zip(turns, batches, strict=True):
             turn.claimed = len(rows)
+            turn.kick_kept = bool(rows)
+        ready.keep_kicks(
+            self.state, self.connection, [t.workspace_id for t in turns if t.claimed]
+        )
         try:
             prepared = frozen.prepare_many(self.state, batches)
         except sa.exc.SQLAlchemyError:
@@ -245,11 +248,13 @@ class Server:
             self._end(turn.workspace_id)
         if not turns:
             return
-        size = self.state.config.batch_size
+        config = self.state.config
         full = {
             turn.workspace_id
             for turn in turns
-            if turn.claimed >= size and not turn.paused and not turn.retried
+            if turn.claimed >= config.batch_size
+            and not turn.paused
+            and not turn.retried
         }
         changes = [change for turn in turns for change in turn.changes]
         try:
@@ -272,6 +277,8 @@ class Server:
             for turn in turns:
                 self._end(turn.workspace_id)
             return
+        ended: list[str] = []
+        waiting: list[str] = []
         with app.app_context():
             for turn in turns:
                 mine, changed = (
@@ -282,25 +289,30 @@ class Server:
                 self.stats["turns"] += 1
                 for key, value in turn.stats.items():
                     self.stats[key] += value
-                self._next(turn, turn.workspace_id in full, due.get(turn.workspace_id))
-
-    def _next(self, turn: Turn, full: bool, due: dt.datetime | None) -> None:
-        """What comes after a turn that was settled."""
-        ws = turn.workspace_id
-        if full:
-            if time.monotonic() - turn.started < self.state.config.turn_seconds:
-                self.again.append((turn.settings, turn.started))
-            else:
-                ready.add(self.connection, ws, time.time())  # behind the others
-        elif turn.paused or due is None:
-            self._end(ws)
-        elif due <= utcnow():
-            ready.add(self.connection, ws, time.time())
-        else:
-            # A backoff may end later than the retry already scheduled, which
-            # would otherwise have been the workspace's last turn.
-            kick.schedule_retry(self.state, self.queue, ws, due)
-            self._end(ws)
+                ws = turn.workspace_id
+                if ws in full:
+                    if time.monotonic() - turn.started < config.turn_seconds:
+                        self.again.append((turn.settings, turn.started))
+                    else:
+                        waiting.append(ws)  # behind the others
+                    continue
+                when = due.get(ws)
+                if turn.paused or when is None:
+                    ended.append(ws)
+                elif when <= utcnow():
+                    waiting.append(ws)
+                else:
+                    # A backoff may end later than the retry already
+                    # scheduled, which would then have been its last turn.
+                    kick.schedule_retry(self.state, self.queue, ws, when)
+                    ended.append(ws)
+        try:
+            ready.after_turns(self.state, self.connection, ended, waiting)
+        except redis.RedisError as exc:
+            # Their kick keys expire; the recovery round kicks them again.
+            logger.warning(
+                "Ending %d turns failed (%s).", len(turns), type(exc).__name__
+            )
 
     def _end(self, workspace_id: str) -> None:
         try:
