@@ -17,6 +17,12 @@ from flask_refiner_segment.outbound import outbox
 from flask_refiner_segment.tables import outbound as models
 from flask_refiner_segment.tables.base import utcnow
 
+from .conftest import run_worker
+from .conftest import send_completion
+from .test_faults_tenants import by_workspace
+from .test_faults_tenants import requests_by_key
+from .test_faults_tenants import tenant_app
+from .test_faults_tenants import workspaces
 from .test_outbox import FUTURE
 from .test_outbox import insert
 from .test_outbox import retry_result
@@ -218,3 +224,38 @@ def test_one_freeze_for_the_workspaces_of_a_round(app):
     assert found["r-0"].messages == frozen.dumps(a.groups[0])
     assert found["r-1"].messages == frozen.dumps(b.groups[0])
     assert found["r-2"].messages is None
+
+
+def test_a_serve_job_claims_for_many_workspaces_at_once(
+    make_app, segment, redis_url, redis_conn
+):
+    """40 workspaces with a completion each, served by a real worker: the
+    first round claims for twice ``SEND_THREADS`` workspaces in one statement
+    (a turn per workspace each claimed on its own before), and still every
+    request carries one workspace's messages under its own write key."""
+    app = tenant_app(make_app, 40)
+    names = workspaces(40)
+    segment.keep_bodies = True
+    for n, ws in enumerate(names):
+        send_completion(app, n, workspace_id=ws, user_id=f"{ws}:u-{n}")
+    claims_seen: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if "SKIP LOCKED" in statement or "row_number()" in statement:
+            claims_seen.append(statement)
+
+    with app.app_context():
+        engine = state_of(app).db.engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        run_worker(app, redis_url)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert {ws: c.get("sent") for ws, c in by_workspace(app).items()} == (
+        dict.fromkeys(names, 1)
+    )
+    assert len(segment.messages) == 3 * 40 and segment.duplicates == 0
+    sent = requests_by_key(segment)
+    assert len(sent) == 40
+    assert all(users == {key.split("_")[1]} for key, users in sent)
+    assert 1 <= len(claims_seen) <= 40 - 2 * 8 + 1

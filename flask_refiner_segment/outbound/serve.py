@@ -1,15 +1,20 @@
-"""Serve jobs: turns of every due workspace, a few at a time, in one job.
+"""Serve jobs: turns of every due workspace, in rounds, in one job.
 
 A kick puts a workspace in the ready set (:mod:`.kick`); a serve job takes the
-due ones, earliest first, loads their settings in one query, and runs their
-turns (:class:`.sender.Turn`) on ``SEND_THREADS`` threads, each keeping one
-keep-alive session per Segment host. A turn sends for at most
-``TURN_SECONDS``; a workspace with deliveries left goes back to the end of
-the ready set, so a backlog, a failing or a slow Segment source holds one
-thread for one turn and never the others. While more is due than its threads
-take, a job starts another (up to ``SERVE_JOBS``, by default one per worker
-listening on the queue), so that every worker takes turns. A job stops when
-nothing is due, or after half of ``JOB_TIMEOUT`` (the next job goes on).
+due ones, earliest first, loads their settings in one query, and serves them
+in rounds: one claim for all the round's workspaces (each up to
+``BATCH_SIZE``), one freeze of their messages, then each workspace's requests
+(one write key per request) on one of ``SEND_THREADS`` threads sharing a
+keep-alive session per Segment host (:class:`.sender.Turn`). As turns finish,
+their outcomes are applied together: one transaction of fenced state changes
+for all (:func:`.outbox.transitions`), then one Redis round trip to end their
+turns or put them back. A workspace whose batch was full goes on for up to
+``TURN_SECONDS``, then goes back to the end of the ready set, so a backlog, a
+failing or a slow Segment source holds one thread for one turn and never the
+others. While more is due than its threads take, a job starts another (up to
+``SERVE_JOBS``, by default one per worker listening on the queue), so that
+every worker takes turns. A job stops when nothing is due, or after half of
+``JOB_TIMEOUT`` (the next job goes on).
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_refiner_segment")
 
+#: After the first turn of a round finished, how long the serve job waits at
+#: most for a thread's worth of others, to settle them together (s).
+GATHER_SECONDS = 0.01
+
 
 class Server:
     """One serve job. ``slot``: the serve slot it holds (``None``: a
@@ -68,6 +77,7 @@ class Server:
         self.taken: list[str] = []
         self._fanned_out = 0.0
         self._kept = 0.0
+        self._done = threading.Condition()
 
     def run(self) -> dict[str, int]:
         state, config = self.state, self.state.config
@@ -91,12 +101,7 @@ class Server:
                     # A long job delays its worker's own recovery round.
                     recover_at = time.monotonic() + config.recovery_interval
                     self._recover()
-                if self.running:
-                    concurrent.futures.wait(
-                        self.running,
-                        timeout=config.batch_linger or 0.05,
-                        return_when=concurrent.futures.FIRST_COMPLETED,
-                    )
+                self._gather()
                 self._settle(app)
                 if self.running or (going and self.again):
                     continue
@@ -200,8 +205,33 @@ class Server:
             if ready_rows.rows:
                 future = pool.submit(self._send, app, turn, ready_rows)
                 self.running[future] = turn
+                future.add_done_callback(self._notify)
             else:
                 self.unsent.append(turn)
+
+    def _gather(self) -> None:
+        """Wait for turns to finish: the first (for up to ``BATCH_LINGER``),
+        then for up to ``GATHER_SECONDS`` more until a thread's worth are done,
+        so that their state changes, and the claims of the next round, go to
+        the database together instead of one turn at a time."""
+        if not self.running:
+            return
+        linger = self.state.config.batch_linger or 0.05
+
+        def finished() -> int:
+            return sum(future.done() for future in self.running)
+
+        with self._done:
+            if not self._done.wait_for(lambda: finished() > 0, timeout=linger):
+                return
+            want = min(self.threads, len(self.running))
+            self._done.wait_for(
+                lambda: finished() >= want, timeout=min(GATHER_SECONDS, linger)
+            )
+
+    def _notify(self, future: concurrent.futures.Future[None]) -> None:
+        with self._done:
+            self._done.notify_all()
 
     def _turn(
         self, current: WorkspaceSettings, sessions: Sessions, started: float
@@ -353,36 +383,3 @@ class Server:
         idle = max(self.state.config.kick_cache_seconds, self.state.config.batch_linger)
         if ready.due_within(self.connection, idle) is not None:
             kick.start_serve(self.state, self.queue, self.slot or 0)
-
-
-class Drain:
-    """The ``deliver`` job of a workspace (a scheduled retry, or queued by an
-    earlier version): the workspace goes to the ready set, then this job
-    serves every due workspace."""
-
-    def __init__(
-        self,
-        state: State,
-        workspace_id: str,
-        queue: Queue,
-        *,
-        scheduled: bool = False,
-    ) -> None:
-        self.state = state
-        self.workspace_id = workspace_id
-        self.queue = queue
-        self.scheduled = scheduled
-
-    def run(self) -> dict[str, int]:
-        state, ws = self.state, self.workspace_id
-        connection = self.queue.connection
-        if self.scheduled and not kick.take_kick(state, connection, ws):
-            # The workspace waits in the ready set or has its turn: that turn
-            # sends what is due, and schedules what is not.
-            logger.info("Workspace %r: a turn is queued or running.", ws)
-            return dict.fromkeys(Turn.STATS, 0)
-        # A later retry gets scheduled anew. The kick key (a kick's, or taken
-        # above) stays until the workspace's turn ends.
-        connection.delete(kick.retry_key(ws))
-        ready.add(connection, ws, time.time())
-        return Server(state, self.queue).run()
