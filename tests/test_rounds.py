@@ -78,6 +78,14 @@ def test_one_claim_takes_each_workspace_up_to_its_limit(app):
     assert found["r-200"].status == found["r-300"].status == models.PENDING
 
 
+def test_one_claim_for_more_workspaces_than_a_compound_select_holds(app):
+    names = [f"ws-{n}" for n in range(2 * claims.ARMS + 5)]
+    ids = insert(app, *(row(n, ws) for n, ws in enumerate(names)))
+    claimed = claim_many(app, dict.fromkeys(names, 1))
+    assert sorted(r.id for rs in claimed.values() for r in rs) == ids
+    assert all(len(claimed[ws]) == 1 for ws in names)
+
+
 def test_two_round_claims_at_once_never_share_a_row(app):
     names = ["ws-a", "ws-b", "ws-c"]
     ids = insert(app, *(row(n, names[n % 3]) for n in range(90)))
@@ -241,7 +249,7 @@ def test_a_serve_job_claims_for_many_workspaces_at_once(
     claims_seen: list[str] = []
 
     def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        if "SKIP LOCKED" in statement or "row_number()" in statement:
+        if "SKIP LOCKED" in statement or "UNION ALL" in statement:
             claims_seen.append(statement)
 
     with app.app_context():

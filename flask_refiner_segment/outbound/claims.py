@@ -50,8 +50,9 @@ def claim_many(
     Safe with several workers: on PostgreSQL each workspace's rows are locked
     by a ``LATERAL .. LIMIT .. FOR UPDATE SKIP LOCKED`` subquery (rows locked
     by a concurrent claim are skipped), and the ``UPDATE`` re-checks
-    ``status``; SQLite takes a window per workspace (``row_number()``) in its
-    one writer's transaction. The rows come back from ``UPDATE .. RETURNING``.
+    ``status``; on SQLite, whose one writer claims alone, a ``UNION ALL`` of
+    each workspace's ``LIMIT`` chooses them. The rows come back from
+    ``UPDATE .. RETURNING``.
     """
     limits = {ws: n for ws, n in limits.items() if n > 0}
     if not limits:
@@ -61,6 +62,7 @@ def claim_many(
     due_by = now if due_by is None else min(due_by, now)
     token = uuid.uuid4().hex
     due = sa.and_(table.c.status == status, table.c.next_attempt_at <= due_by)
+    chosen: sa.ColumnElement[bool]
     with bookkeeping(state) as conn:
         if conn.dialect.name == "postgresql":
             ids = list(conn.execute(_locked_due(table, due, limits)).scalars())
@@ -68,7 +70,7 @@ def claim_many(
                 return {}
             chosen = table.c.id.in_(ids)
         else:
-            chosen = table.c.id.in_(_windowed_due(table, due, limits))
+            chosen = _each_due(table, due, limits)
         rows = conn.execute(
             table.update()
             .where(chosen, table.c.status == status)
@@ -122,19 +124,29 @@ def _locked_due(
     return sa.select(own.c.id).select_from(wanted).join(own, sa.true())
 
 
-def _windowed_due(
+def _each_due(
     table: sa.Table, due: sa.ColumnElement[bool], limits: t.Mapping[str, int]
-) -> sa.Select[tuple[int]]:
-    """SQLite: the ids to claim, numbered per workspace by a window."""
-    place = (
-        sa.func.row_number()
-        .over(partition_by=table.c.workspace_id, order_by=table.c.id)
-        .label("place")
+) -> sa.ColumnElement[bool]:
+    """SQLite: the ids to claim, each workspace's by its own ``ORDER BY id
+    LIMIT n`` (the claim index, whatever its backlog), joined by ``UNION ALL``
+    (at most :data:`ARMS` per compound ``SELECT``)."""
+    arms = []
+    for ws, n in limits.items():
+        own = (
+            sa.select(table.c.id)
+            .where(table.c.workspace_id == ws, due)
+            .order_by(table.c.id)
+            .limit(n)
+            .subquery()
+        )
+        arms.append(sa.select(own.c.id))
+    return sa.or_(
+        *(
+            table.c.id.in_(sa.union_all(*arms[i : i + ARMS]))
+            for i in range(0, len(arms), ARMS)
+        )
     )
-    numbered = (
-        sa.select(table.c.id, table.c.workspace_id, place)
-        .where(table.c.workspace_id.in_(list(limits)), due)
-        .subquery()
-    )
-    limit = sa.case(limits, value=numbered.c.workspace_id, else_=0)
-    return sa.select(numbered.c.id).where(numbered.c.place <= limit)
+
+
+#: SQLite allows 500 terms in a compound ``SELECT``.
+ARMS = 100
