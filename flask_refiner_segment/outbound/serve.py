@@ -140,11 +140,11 @@ class Server:
         free = 2 * self.threads - len(self.running)
         if free <= 0:
             return
-        going_on, self.again = self.again[:free], self.again[free:]
-        found = list(going_on)
+        found, self.again = self.again[:free], self.again[free:]
+        self.taken = [current.workspace_id for current, _ in found]
         if len(found) < free:
             taken, left = ready.pop(self.connection, free - len(found))
-            self.taken = taken
+            self.taken += taken
             if left:
                 self._fan_out()
             if taken:
