@@ -244,7 +244,8 @@ class Turn:
         for change, ids in zip(self.changes, changed, strict=True):
             if change.kind != "expired":
                 self._lost(change.rows, ids)
-            reached = [row for row in change.rows if int(row.id) in set(ids)]
+            got = set(ids)
+            reached = [row for row in change.rows if int(row.id) in got]
             if change.kind == "sent":
                 self.stats["sent"] += len(ids)
                 if ids:
@@ -333,7 +334,8 @@ class Turn:
 
     def _lost(self, rows: t.Sequence[sa.Row[t.Any]], changed: list[int]) -> None:
         """Log the claimed rows a state change did not reach (a stale claim)."""
-        lost = [row.response_id for row in rows if row.id not in set(changed)]
+        got = set(changed)
+        lost = [row.response_id for row in rows if row.id not in got]
         if lost:
             logger.warning(
                 "Deliveries %s were claimed again meanwhile (lease expired); this"
