@@ -7,7 +7,7 @@ Part ``outbox`` of ``python -m bench`` (``python -m bench --only outbox``;
 fresh tables: bulk-load N deliveries in one server-side statement
 (``generate_series`` on PostgreSQL, a recursive CTE on SQLite), all sent 45
 days ago but the newest :data:`PENDING`, which are pending and due; ANALYZE.
-Then, :data:`ROUNDS` times: ``outbox.claim`` of 500 and ``outbox.mark_sent`` of
+Then, :data:`ROUNDS` times: ``claims.claim`` of 500 and ``outbox.mark_sent`` of
 them (each timed), then (untimed) the same rows put back to pending, so every
 round sees the same outbox. Also timed: ``outbox.release_stale`` (what the
 periodic sweep runs) and ``retention.prune`` of the N − 500 old sent rows.
@@ -22,6 +22,7 @@ import time
 import typing as t
 
 import sqlalchemy as sa
+from flask_refiner_segment.outbound import claims
 from flask_refiner_segment.outbound import outbox
 from flask_refiner_segment.outbound import retention
 from flask_refiner_segment.state import EXTENSION_KEY
@@ -94,11 +95,11 @@ def _measure(label: str, app: t.Any, n: int) -> OutboxResult:
     engine = state.db.engine
     table = state.tables.outbound.Delivery.__table__
     load_s = load(engine, n)
-    claims, marks, claimed = [], [], []
+    claim_times, marks, claimed = [], [], []
     for _ in range(ROUNDS):
         started = time.perf_counter()
-        rows = outbox.claim(state, WS, CLAIM)
-        claims.append(time.perf_counter() - started)
+        rows = claims.claim(state, WS, CLAIM)
+        claim_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         outbox.mark_sent(state, rows, 200)
         marks.append(time.perf_counter() - started)
@@ -122,7 +123,7 @@ def _measure(label: str, app: t.Any, n: int) -> OutboxResult:
         label,
         n,
         load_s,
-        median(claims) * 1000,
+        median(claim_times) * 1000,
         median(marks) * 1000,
         claimed,
         median(stale) * 1000,
@@ -188,16 +189,10 @@ def load(engine: sa.Engine, n: int) -> float:
 def _plan(engine: sa.Engine, table: sa.Table) -> str:
     """The first lines of the plans of the claim's locking SELECT and of one
     prune batch."""
-    due = (
-        sa.select(table.c.id)
-        .where(
-            table.c.workspace_id == WS,
-            table.c.status == "pending",
-            table.c.next_attempt_at <= utcnow(),
-        )
-        .order_by(table.c.id)
-        .limit(CLAIM)
-        .with_for_update(skip_locked=True)
+    due = claims._locked_due(
+        table,
+        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= utcnow()),
+        {WS: CLAIM},
     )
     old = sa.and_(
         table.c.status.in_(retention.FINISHED),

@@ -53,11 +53,12 @@ DEFAULTS: dict[str, t.Any] = {
     "BATCH_SIZE": 500,
     # Under steady load, wait this long between batches so that they fill up.
     "BATCH_LINGER": 0.05,
-    # Many workspaces: a serve job runs this many turns at once (threads, each
-    # with a keep-alive session per Segment host) ...
+    # Many workspaces: a serve job sends this many requests at once (threads
+    # sharing a keep-alive session per Segment host; twice as many turns are
+    # claimed, in rounds) ...
     "SEND_THREADS": 8,
-    # ... a workspace's turn sends for at most this long (s) before the next
-    # due workspace's turn (at least one batch) ...
+    # ... a workspace with a full batch goes on for at most this long (s)
+    # before the other due workspaces' turns (at least one batch) ...
     "TURN_SECONDS": 0.5,
     # ... and while more is due than one job takes, up to this many serve jobs
     # run at once (None: one per worker listening on the queue).

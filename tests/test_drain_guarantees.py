@@ -18,7 +18,7 @@ from flask_refiner_segment.config import DEFAULTS
 from flask_refiner_segment.outbound import kick
 from flask_refiner_segment.outbound import outbox
 from flask_refiner_segment.outbound import ready
-from flask_refiner_segment.outbound.serve import Drain
+from flask_refiner_segment.outbound.drain import Drain
 from flask_refiner_segment.tables.base import utcnow
 from rq import Queue
 from rq.job import Job

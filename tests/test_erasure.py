@@ -7,6 +7,7 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+from flask_refiner_segment.outbound import claims
 from flask_refiner_segment.outbound import outbox
 
 from . import inbound_support as inbound
@@ -98,7 +99,7 @@ def test_forget_user_fences_a_batch_in_flight(erase_app, segment):
     send_completion(app, 1, user_id="u-1")
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        claimed = outbox.claim(state, "default", 10)
+        claimed = claims.claim(state, "default", 10)
         assert len(claimed) == 1
         assert ext.forget_user("u-1")["cancelled"] == 1
         # Segment's late answer to the batch changes nothing.

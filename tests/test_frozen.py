@@ -9,6 +9,7 @@ import typing as t
 import sqlalchemy as sa
 from flask_refiner_segment import workspaces
 from flask_refiner_segment.core.messages import BuildOptions
+from flask_refiner_segment.outbound import claims
 from flask_refiner_segment.outbound import frozen
 from flask_refiner_segment.outbound import outbox
 
@@ -74,7 +75,7 @@ def test_a_retry_resends_the_first_attempt_byte_for_byte(make_app, segment, redi
 def _claim(app: t.Any) -> list[t.Any]:
     state = app.extensions["refiner_segment"]
     with app.app_context():
-        return outbox.claim(state, "default", 10)
+        return claims.claim(state, "default", 10)
 
 
 def _prepare(app: t.Any, rows: list[t.Any], event: str) -> frozen.Prepared:

@@ -12,6 +12,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_refiner_segment.outbound import claims
 from flask_refiner_segment.outbound import outbox
 from flask_refiner_segment.outbound import record
 from flask_refiner_segment.outbound.client import SendResult
@@ -65,7 +66,7 @@ def insert(app: Flask, *new: dict[str, t.Any]) -> list[int]:
 
 def claim(app: Flask, workspace_id: str = "ws-a", limit: int = 100, **kw: t.Any):
     with app.app_context():
-        return outbox.claim(state_of(app), workspace_id, limit, **kw)
+        return claims.claim(state_of(app), workspace_id, limit, **kw)
 
 
 # -- recording --------------------------------------------------------------
@@ -164,7 +165,7 @@ def test_insert_unsent_records_status_and_reason_without_payload(app):
         assert r.attempts == 0 and r.next_attempt_at is None
     with app.app_context():
         # Not due: nothing to claim, nothing pending.
-        assert outbox.claim(state, "ws-a", 10) == []
+        assert claims.claim(state, "ws-a", 10) == []
         assert outbox.next_due(state, "ws-a") is None
 
 

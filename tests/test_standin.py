@@ -428,3 +428,29 @@ def test_load_matches_json_loads(value: t.Any, separators: tuple[str, str]) -> N
                 load_body(broken)
         else:
             assert json.dumps(load_body(broken)[0]) == json.dumps(expected)
+
+
+def test_a_session_keeps_its_connection_alive_until_the_stand_in_stops() -> None:
+    """HTTP/1.1 keep-alive: a client's requests share one connection (as a
+    serve job's session does with Segment); stopping the stand-in drops it,
+    so the client then finds nothing listening."""
+    standin = SegmentStandIn()
+    server = serve(standin)
+    session = requests.Session()
+    try:
+        for n in range(3):
+            answer = session.post(
+                server.url + "/v1/batch", json={"batch": [track(f"m-{n}")]}, auth=AUTH
+            )
+            assert answer.ok and "close" not in answer.headers.get("Connection", "")
+        assert session.get(server.url + "/stats").json()["accepted"] == 3
+        assert server.server.accepted == 1
+        closing = session.get(server.url + "/stats", headers={"Connection": "close"})
+        assert closing.headers["Connection"] == "close"
+        session.get(server.url + "/stats")
+        assert server.server.accepted == 2  # a new one after the close
+    finally:
+        server.shutdown()
+    with pytest.raises(requests.ConnectionError):
+        session.get(server.url + "/stats", timeout=5)
+    session.close()

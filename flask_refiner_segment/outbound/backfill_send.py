@@ -28,6 +28,7 @@ from rq import get_current_job
 from ..state import get_state
 from ..tables import outbound as models
 from ..tables.base import utcnow
+from . import claims
 from . import kick as live
 from . import outbox
 from . import settings
@@ -152,7 +153,7 @@ class BackfillBatch(Turn):
         self.options = build_options(state, current)
         self.client = make_client(state, current)
         try:
-            rows = outbox.claim(state, ws, size, status=models.BACKFILL)
+            rows = claims.claim(state, ws, size, status=models.BACKFILL)
             rows = self._drop_superseded(rows)
             if rows:
                 self._send_rows(rows)
@@ -207,9 +208,7 @@ class BackfillBatch(Turn):
         self.stats["skipped"] = self.stats.get("skipped", 0) + len(stale)
         return [row for row in rows if row.id not in stale]
 
-    def _mark_retry(
-        self, rows: list[sa.Row[t.Any]], result: SendResult
-    ) -> tuple[list[int], dt.datetime]:
+    def _retry(self, rows: list[sa.Row[t.Any]], result: SendResult) -> dt.datetime:
         """Back off in the backfill's lane; a delivery's retry window starts
         at its first attempt (a rate-limited backfill may wait for days)."""
         state = self.state
@@ -224,27 +223,23 @@ class BackfillBatch(Turn):
             and row.retry_until is not None
             and row.retry_until <= next_at
         ]
-        expired = outbox.mark_failed(
-            state,
-            out_of_time,
-            f"gave up after the retry window: {result.error}",
-            result.status_code,
-        )
+        reason = f"gave up after the retry window: {result.error}"
+        failed = outbox.failed_values(state, reason, result.status_code)
+        self._change(out_of_time, failed, "expired", reason, result.status_code)
         first = [row for row in rows if not row.attempts]
         later = [row for row in rows if row.attempts and row not in out_of_time]
         window = now + dt.timedelta(seconds=state.config.retry_window)
         for group, values in ((first, {"retry_until": window}), (later, {})):
-            outbox.end_claim(
+            retry = outbox.attempted_values(
                 state,
-                group,
                 models.BACKFILL,
-                next_attempt_at=next_at,
-                attempted=True,
                 reason=f"{result.error} (retrying)",
-                last_status_code=result.status_code,
+                status_code=result.status_code,
+                next_attempt_at=next_at,
                 **values,
             )
-        return expired, next_at
+            self._change(group, retry, "retry")
+        return next_at
 
 
 def _app() -> Flask:

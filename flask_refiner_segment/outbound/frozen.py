@@ -14,15 +14,13 @@ import dataclasses
 import json
 import typing as t
 
-import sqlalchemy as sa
-
 from ..core.completion import InvalidCompletion
 from ..core.lifecycle import build_payload_messages
 from ..core.messages import BuildOptions
 from ..core.messages import MessageTooLarge
-from ..tables import outbound as models
-from ..tables.base import utcnow
 from . import outbox
+from .fence import Change
+from .fence import fenced_update
 
 if t.TYPE_CHECKING:
     from ..state import State
@@ -61,79 +59,78 @@ def prepare(
 ) -> Prepared:
     """The messages of claimed ``rows``: the stored ones as they are, the others
     built now and stored (:func:`freeze`) before anything is sent."""
-    prepared = Prepared()
+    return prepare_many(state, [(rows, options, workspace_id)])[0]
+
+
+def prepare_many(
+    state: State,
+    batches: t.Sequence[tuple[t.Sequence[Claimed], BuildOptions, str]],
+) -> list[Prepared]:
+    """:func:`prepare` for several workspaces' claimed rows (each with its
+    build options), with one :func:`freeze` for all."""
+    found: list[Prepared] = []
     new: dict[int, str] = {}
-    for row in rows:
-        try:
-            if row.messages is not None:
-                text = str(row.messages)
-            else:
-                text = dumps(
-                    build_payload_messages(
-                        json.loads(row.payload), options, workspace_id=workspace_id
+    for rows, options, workspace_id in batches:
+        prepared = Prepared()
+        for row in rows:
+            try:
+                if row.messages is not None:
+                    text = str(row.messages)
+                else:
+                    text = dumps(
+                        build_payload_messages(
+                            json.loads(row.payload), options, workspace_id=workspace_id
+                        )
                     )
-                )
-                new[int(row.id)] = text
-            group = json.loads(text)
-            if not isinstance(group, list) or not all(
-                isinstance(m, dict) for m in group
-            ):
-                raise ValueError("stored messages are not a list of objects")
-        except (MessageTooLarge, InvalidCompletion, ValueError, TypeError) as exc:
-            prepared.failed.append((row, f"cannot be sent: {exc}"))
-            continue
-        prepared.rows.append(row)
-        prepared.groups.append(group)
-    frozen = set(freeze(state, [r for r in prepared.rows if int(r.id) in new], new))
+                    new[int(row.id)] = text
+                group = json.loads(text)
+                if not isinstance(group, list) or not all(
+                    isinstance(m, dict) for m in group
+                ):
+                    raise ValueError("stored messages are not a list of objects")
+            except (MessageTooLarge, InvalidCompletion, ValueError, TypeError) as exc:
+                prepared.failed.append((row, f"cannot be sent: {exc}"))
+                continue
+            prepared.rows.append(row)
+            prepared.groups.append(group)
+        found.append(prepared)
+    to_freeze = [r for p in found for r in p.rows if int(r.id) in new]
+    frozen = set(freeze(state, to_freeze, new))
     if len(frozen) < len(new):
-        keep = [
-            i
-            for i, row in enumerate(prepared.rows)
-            if int(row.id) not in new or int(row.id) in frozen
-        ]
-        prepared.lost = [
-            row
-            for row in prepared.rows
-            if int(row.id) in new and int(row.id) not in frozen
-        ]
-        prepared.rows = [prepared.rows[i] for i in keep]
-        prepared.groups = [prepared.groups[i] for i in keep]
-    return prepared
+        for prepared in found:
+            keep = [
+                i
+                for i, row in enumerate(prepared.rows)
+                if int(row.id) not in new or int(row.id) in frozen
+            ]
+            prepared.lost = [
+                row
+                for row in prepared.rows
+                if int(row.id) in new and int(row.id) not in frozen
+            ]
+            prepared.rows = [prepared.rows[i] for i in keep]
+            prepared.groups = [prepared.groups[i] for i in keep]
+    return found
 
 
 def freeze(state: State, rows: t.Sequence[Claimed], texts: dict[int, str]) -> list[int]:
     """Store ``texts[row.id]`` as the messages of the claimed ``rows``.
 
-    One ``UPDATE`` per claim (a batch), fenced like every state change: only
-    rows still ``sending`` under their claim's token, and never over messages
-    already stored. Returns the ids that changed.
+    One ``UPDATE`` for all, fenced like every state change
+    (:func:`.fence.fenced_update`): only rows still ``sending`` under their
+    claim's token, and never over messages already stored. Returns the ids
+    that changed.
     """
     if not rows:
         return []
     table = outbox.delivery_table(state)
-    by_claim: dict[str, list[int]] = {}
-    for row in rows:
-        by_claim.setdefault(str(row.claim_token), []).append(int(row.id))
-    now = utcnow()
+    changes: list[Change] = [([row], {"messages": texts[int(row.id)]}) for row in rows]
 
     def apply() -> list[int]:
-        changed: list[int] = []
         with outbox.bookkeeping(state) as conn:
-            for token, ids in by_claim.items():
-                value = sa.case(
-                    {i: texts[i] for i in ids}, value=table.c.id, else_=None
-                )
-                changed += conn.execute(
-                    table.update()
-                    .where(
-                        table.c.id.in_(ids),
-                        table.c.claim_token == token,
-                        table.c.status == models.SENDING,
-                        table.c.messages.is_(None),
-                    )
-                    .values(messages=sa.cast(value, sa.Text), updated_at=now)
-                    .returning(table.c.id)
-                ).scalars()
-        return sorted(changed)
+            changed = fenced_update(
+                conn, table, changes, where=table.c.messages.is_(None)
+            )
+        return sorted(i for ids in changed for i in ids)
 
     return outbox.retrying(state, apply)

@@ -23,7 +23,7 @@ from . import backfill_send
 from . import fallback
 from . import kick
 from . import retention
-from .serve import Drain
+from .drain import Drain
 from .serve import Server
 
 

@@ -13,12 +13,14 @@ import logging
 import random
 import time
 import typing as t
-import uuid
 
 import sqlalchemy as sa
 
 from ..tables import outbound as models
 from ..tables.base import utcnow
+from .fence import NOW
+from .fence import Change
+from .fence import fenced_update
 
 if t.TYPE_CHECKING:
     from ..state import State
@@ -56,104 +58,72 @@ def bookkeeping(state: State) -> t.Iterator[sa.Connection]:
         yield conn
 
 
-def claim(
-    state: State,
-    workspace_id: str,
-    limit: int,
-    due_by: dt.datetime | None = None,
-    *,
-    status: str = models.PENDING,
-) -> list[Claimed]:
-    """Lease up to ``limit`` pending deliveries due by ``due_by`` (default now);
-    with ``status="backfill"`` a backfill's deliveries (its own jobs only).
-
-    Safe with several workers: the ``status = 'pending'`` condition of the
-    ``UPDATE`` is re-checked on rows another worker claimed meanwhile, and
-    PostgreSQL skips rows locked by a concurrent claim. The claimed rows come
-    back from the ``UPDATE .. RETURNING`` itself.
-    """
-    table = delivery_table(state)
-    now = utcnow()
-    due_by = now if due_by is None else min(due_by, now)
-    token = uuid.uuid4().hex
-    due = (
-        sa.select(table.c.id)
-        .where(
-            table.c.workspace_id == workspace_id,
-            table.c.status == status,
-            table.c.next_attempt_at <= due_by,
-        )
-        .order_by(table.c.id)
-        .limit(limit)
-    )
-    with bookkeeping(state) as conn:
-        if conn.dialect.name == "postgresql":
-            # Lock the due rows first. As ``IN (subquery)`` PostgreSQL may run
-            # the ``LIMIT .. FOR UPDATE SKIP LOCKED`` subquery once per outer
-            # row, each run skipping the rows already taken: it would claim
-            # every due row instead of ``limit``.
-            ids = list(conn.execute(due.with_for_update(skip_locked=True)).scalars())
-            if not ids:
-                return []
-            chosen = table.c.id.in_(ids)
-        else:
-            chosen = table.c.id.in_(due.scalar_subquery())
-        rows = conn.execute(
-            table.update()
-            .where(chosen, table.c.status == status)
-            .values(
-                status=models.SENDING,
-                claim_token=token,
-                lease_expires_at=now + dt.timedelta(seconds=state.config.lease_seconds),
-                updated_at=now,
-            )
-            .returning(
-                table.c.id,
-                table.c.response_id,
-                table.c.payload,
-                table.c.messages,
-                table.c.attempts,
-                table.c.retry_until,
-                table.c.claim_token,
-            )
-        ).all()
-    return sorted(rows, key=lambda row: int(row.id))
-
-
 def _transition(state: State, rows: t.Sequence[Claimed], **values: t.Any) -> list[int]:
-    """Apply ``values`` to the claimed ``rows`` that their claim still holds.
+    """Apply ``values`` to the claimed ``rows`` that their claim still holds;
+    returns the ids that changed (see :func:`fenced_update`)."""
+    return transitions(state, [(rows, values)])[0][0]
 
-    Fenced: a row changes only while its ``claim_token`` is the one its claim
-    set and it is still ``sending``, so a late answer to a stale claim (its
-    lease expired and another worker took the row) changes nothing. A lost
-    connection is retried (``DB_RETRY_DELAYS``), which the fence makes safe.
-    Returns the ids that changed.
+
+def transitions(
+    state: State,
+    changes: t.Sequence[Change],
+    *,
+    bumps: t.Sequence[tuple[str, dt.datetime]] = (),
+    due_of: t.Collection[str] = (),
+) -> tuple[list[list[int]], dict[str, dt.datetime]]:
+    """Apply several state changes in one transaction (:func:`fenced_update`),
+    then hold back the workspaces of ``bumps`` (:func:`hold_back`), then read
+    when the next pending delivery of each workspace of ``due_of`` is due.
+
+    A lost connection is retried (``DB_RETRY_DELAYS``), which the fence makes
+    safe. Returns the ids each change changed, and the due times found.
     """
-    if not rows:
-        return []
+    if not changes and not bumps and not due_of:
+        return [], {}
     table = delivery_table(state)
-    values.setdefault("updated_at", utcnow())
-    by_claim: dict[str, list[int]] = {}
-    for row in rows:
-        by_claim.setdefault(str(row.claim_token), []).append(int(row.id))
 
-    def apply() -> list[int]:
-        changed: list[int] = []
+    def apply() -> tuple[list[list[int]], dict[str, dt.datetime]]:
         with bookkeeping(state) as conn:
-            for token, ids in by_claim.items():
-                changed += conn.execute(
-                    table.update()
-                    .where(
-                        table.c.id.in_(ids),
-                        table.c.claim_token == token,
-                        table.c.status == models.SENDING,
-                    )
-                    .values(**values)
-                    .returning(table.c.id)
-                ).scalars()
-        return sorted(changed)
+            changed = fenced_update(conn, table, changes)
+            for workspace_id, next_at in bumps:
+                hold_back(conn, table, workspace_id, next_at)
+            return changed, next_due_many(conn, table, due_of)
 
     return retrying(state, apply)
+
+
+def hold_back(
+    conn: sa.Connection, table: sa.Table, workspace_id: str, next_at: dt.datetime
+) -> None:
+    """The workspace's source fails: none of its pending deliveries is due
+    before ``next_at`` (their attempt count is unchanged)."""
+    conn.execute(
+        table.update()
+        .where(
+            table.c.workspace_id == workspace_id,
+            table.c.status == models.PENDING,
+            table.c.next_attempt_at < next_at,
+        )
+        .values(next_attempt_at=next_at)
+    )
+
+
+def next_due_many(
+    conn: sa.Connection, table: sa.Table, workspace_ids: t.Collection[str]
+) -> dict[str, dt.datetime]:
+    """When the earliest pending delivery of each workspace is due (those
+    with none pending are left out)."""
+    if not workspace_ids:
+        return {}
+    query = (
+        sa.select(table.c.workspace_id, sa.func.min(table.c.next_attempt_at))
+        .where(
+            table.c.workspace_id.in_(list(workspace_ids)),
+            table.c.status == models.PENDING,
+        )
+        .group_by(table.c.workspace_id)
+    )
+    return {str(ws): when for ws, when in conn.execute(query) if when is not None}
 
 
 def retrying(state: State, func: t.Callable[[], R]) -> R:
@@ -189,37 +159,55 @@ def _unclaimed(status: str, next_attempt_at: dt.datetime | None) -> dict[str, t.
     }
 
 
-def _attempted(
+def attempted_values(
     state: State,
-    rows: t.Sequence[Claimed],
     status: str,
     *,
     reason: str | None,
     status_code: int | None,
     next_attempt_at: dt.datetime | None = None,
     **values: t.Any,
-) -> list[int]:
-    """Record an attempt at sending claimed deliveries: count it, keep its
-    outcome (``reason``, ``status_code``) and end the claim. Returns the ids
-    that changed (see :func:`_transition`)."""
-    return _transition(
-        state,
-        rows,
-        attempts=delivery_table(state).c.attempts + 1,
-        reason=reason,
-        last_status_code=status_code,
+) -> dict[str, t.Any]:
+    """The values that record an attempt at sending claimed deliveries: count
+    it, keep its outcome (``reason``, ``status_code``) and end the claim."""
+    return {
+        "attempts": delivery_table(state).c.attempts + 1,
+        "reason": reason,
+        "last_status_code": status_code,
         **_unclaimed(status, next_attempt_at),
         **values,
+    }
+
+
+def sent_values(state: State, status_code: int | None) -> dict[str, t.Any]:
+    """Segment took the deliveries."""
+    return attempted_values(
+        state, models.SENT, reason=None, status_code=status_code, sent_at=NOW
     )
+
+
+def failed_values(
+    state: State, reason: str, status_code: int | None = None
+) -> dict[str, t.Any]:
+    """The deliveries failed for good."""
+    return attempted_values(
+        state, models.FAILED, reason=reason, status_code=status_code
+    )
+
+
+def released_values(reason: str | None = None) -> dict[str, t.Any]:
+    """The deliveries go back unsent, due now (the write key was rejected)."""
+    values = _unclaimed(models.PENDING, NOW)
+    if reason is not None:
+        values["reason"] = reason
+    return values
 
 
 def mark_sent(
     state: State, rows: t.Sequence[Claimed], status_code: int | None
 ) -> list[int]:
     """Segment took the claimed ``rows``; returns the ids that changed."""
-    return _attempted(
-        state, rows, models.SENT, reason=None, status_code=status_code, sent_at=utcnow()
-    )
+    return _transition(state, rows, **sent_values(state, status_code))
 
 
 def mark_failed(
@@ -229,9 +217,7 @@ def mark_failed(
     status_code: int | None = None,
 ) -> list[int]:
     """The claimed ``rows`` failed for good; returns the ids that changed."""
-    return _attempted(
-        state, rows, models.FAILED, reason=reason, status_code=status_code
-    )
+    return _transition(state, rows, **failed_values(state, reason, status_code))
 
 
 def backoff(state: State, attempts: int, retry_after: float | None) -> float:
@@ -260,6 +246,17 @@ def mark_retry(
     count is unchanged). Returns the ids that failed for good and the time of
     the next attempt.
     """
+    *changes, next_at = retry_changes(state, rows, result)
+    changed, _ = transitions(state, changes, bumps=[(workspace_id, next_at)])
+    return changed[0], next_at
+
+
+def retry_changes(
+    state: State, rows: t.Sequence[Claimed], result: SendResult
+) -> tuple[Change, Change, dt.datetime]:
+    """A failed attempt to be retried: the changes (first, the rows out of
+    their retry window fail for good; then the others go back to pending with
+    a backoff) and the time of the next attempt."""
     now = utcnow()
     attempts = max(row.attempts for row in rows) + 1
     next_at = now + dt.timedelta(seconds=backoff(state, attempts, result.retry_after))
@@ -269,33 +266,17 @@ def mark_retry(
         if row.retry_until is not None and row.retry_until <= next_at
     ]
     waiting = [row for row in rows if row not in out_of_time]
-    reason = f"{result.error} (retrying)"
-    expired = mark_failed(
-        state,
-        out_of_time,
-        f"gave up after the retry window: {result.error}",
-        result.status_code,
+    failed = failed_values(
+        state, f"gave up after the retry window: {result.error}", result.status_code
     )
-    _attempted(
+    retry = attempted_values(
         state,
-        waiting,
         models.PENDING,
-        reason=reason,
+        reason=f"{result.error} (retrying)",
         status_code=result.status_code,
         next_attempt_at=next_at,
     )
-    table = delivery_table(state)
-    with state.db.engine.begin() as conn:
-        conn.execute(
-            table.update()
-            .where(
-                table.c.workspace_id == workspace_id,
-                table.c.status == models.PENDING,
-                table.c.next_attempt_at < next_at,
-            )
-            .values(next_attempt_at=next_at)
-        )
-    return expired, next_at
+    return (out_of_time, failed), (waiting, retry), next_at
 
 
 def end_claim(
@@ -313,25 +294,14 @@ def release(
     state: State, rows: t.Sequence[Claimed], reason: str | None = None
 ) -> list[int]:
     """Return claimed deliveries unsent (the write key was rejected)."""
-    values: dict[str, t.Any] = {}
-    if reason is not None:
-        values["reason"] = reason
-    return _transition(state, rows, **_unclaimed(models.PENDING, utcnow()), **values)
+    return _transition(state, rows, **released_values(reason))
 
 
 def next_due(state: State, workspace_id: str) -> dt.datetime | None:
     """When the earliest pending delivery of a workspace is due."""
-    table = delivery_table(state)
     with state.db.engine.connect() as conn:
-        return t.cast(
-            "dt.datetime | None",
-            conn.execute(
-                sa.select(sa.func.min(table.c.next_attempt_at)).where(
-                    table.c.workspace_id == workspace_id,
-                    table.c.status == models.PENDING,
-                )
-            ).scalar(),
-        )
+        found = next_due_many(conn, delivery_table(state), [workspace_id])
+    return found.get(workspace_id)
 
 
 def release_stale(

@@ -106,18 +106,53 @@ def end_turn(state: State, connection: redis.Redis, workspace_id: str) -> bool:
     for ``KICK_CACHE_SECONDS``), keep it and give the workspace a last look
     then (``True``; at least ``BATCH_LINGER`` later, so that a batch fills up
     under steady load)."""
-    config = state.config
-    delay = max(config.kick_cache_seconds, config.batch_linger)
     return bool(
         script(connection, _END_TURN)(
             keys=[kick_key(workspace_id), READY_KEY],
-            args=[
-                int(config.kick_ttl * 1000),
-                workspace_id,
-                repr(time.time() + delay),
-            ],
+            args=_end_turn_args(state, workspace_id, time.time()),
         )
     )
+
+
+def _end_turn_args(state: State, workspace_id: str, now: float) -> list[t.Any]:
+    config = state.config
+    delay = max(config.kick_cache_seconds, config.batch_linger)
+    return [int(config.kick_ttl * 1000), workspace_id, repr(now + delay)]
+
+
+def after_turns(
+    state: State,
+    connection: redis.Redis,
+    ended: t.Sequence[str],
+    waiting: t.Sequence[str],
+) -> None:
+    """Many turns at once, in one round trip: :func:`end_turn` for ``ended``,
+    :func:`add` (due now, behind the others) for ``waiting``."""
+    if not ended and not waiting:
+        return
+    now = time.time()
+    end, ready = script(connection, _END_TURN), script(connection, _READY)
+    with connection.pipeline(transaction=False) as pipe:
+        for ws in ended:
+            end(
+                keys=[kick_key(ws), READY_KEY],
+                args=_end_turn_args(state, ws, now),
+                client=pipe,
+            )
+        for ws in waiting:
+            ready(keys=[READY_KEY], args=[ws, repr(now)], client=pipe)
+        pipe.execute()
+
+
+def keep_kicks(
+    state: State, connection: redis.Redis, workspace_ids: t.Sequence[str]
+) -> None:
+    """Extend the kick keys of workspaces whose turn goes on to ``KICK_TTL``
+    from now, in one round trip (see :func:`.kick.keep_kick`)."""
+    with connection.pipeline(transaction=False) as pipe:
+        for ws in workspace_ids:
+            pipe.pexpire(kick_key(ws), int(state.config.kick_ttl * 1000))
+        pipe.execute()
 
 
 def take_slot(state: State, connection: redis.Redis, slot: int) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import time
 import typing as t
 
 from flask import Flask
@@ -21,7 +20,6 @@ from ..core.messages import build_messages
 from ..core.messages import chunk_batches
 from ..signals import delivery_failed
 from ..signals import delivery_succeeded
-from ..tables.base import utcnow
 from . import frozen
 from . import kick
 from . import outbox
@@ -127,12 +125,29 @@ def send_test(state: State, workspace_id: str | None = None) -> SendResult:
     return result
 
 
-class Turn:
-    """One workspace's turn: claim and send its due deliveries, batch after
-    batch, for at most ``TURN_SECONDS`` (at least one batch).
+@dataclasses.dataclass
+class Change:
+    """A state change a turn asks for; ``kind`` says what follows it."""
 
-    :meth:`run` returns ``"more"`` when deliveries are left due (the turn used
-    its time), ``"done"`` otherwise (nothing due, a retry scheduled, paused).
+    rows: list[sa.Row[t.Any]]
+    values: dict[str, t.Any]
+    #: ``sent``, ``failed``, ``expired`` (out of its retry window), ``retry``
+    #: or ``released``.
+    kind: str
+    reason: str | None = None
+    status_code: int | None = None
+
+
+class Turn:
+    """One workspace's turn: send its claimed deliveries (one write key per
+    request), and say how their state changes.
+
+    The state changes are not applied here: :meth:`send` (on a thread of a
+    serve job) only talks to Segment and collects :attr:`changes` (and
+    :attr:`bumps`, the workspace held back by a backoff); whoever claimed
+    applies them, a serve job for the turns of many workspaces in one
+    transaction (:mod:`.serve`), then calls :meth:`settle` with the ids each
+    change reached (a stale claim's are left out) to count, log and signal.
     """
 
     STATS = ("sent", "retry", "failed", "requests")
@@ -145,17 +160,28 @@ class Turn:
         current: WorkspaceSettings,
         *,
         session: requests.Session | None = None,
+        started: float = 0.0,
     ) -> None:
         self.state = state
         self.workspace_id = workspace_id
         self.queue = queue
         self.settings = current
         self.session = session
+        #: When the workspace's turn started (``time.monotonic()``).
+        self.started = started
+        #: How many deliveries were claimed for it.
+        self.claimed = 0
+        #: The kick key was just renewed (the first request needs not).
+        self.kick_kept = False
         self.stats = dict.fromkeys(self.STATS, 0)
         self.paused = False
         self.client: SegmentClient | None = None
+        self.changes: list[Change] = []
+        self.bumps: list[tuple[str, dt.datetime]] = []
 
-    def run(self) -> str:
+    def start(self) -> bool:
+        """Get ready to send; ``False`` when the workspace's deliveries wait
+        (disabled, no key, paused)."""
         state, ws, current = self.state, self.workspace_id, self.settings
         if not current.sendable or current.paused:
             logger.info(
@@ -165,82 +191,108 @@ class Turn:
                 if current.paused
                 else current.skip_reason(None),
             )
-            return "done"
+            return False
         self.options = build_options(state, current)
         self.client = make_client(state, current, self.session)
-        deadline = time.monotonic() + state.config.turn_seconds
-        size = state.config.batch_size
-        try:
-            while True:
-                kick.keep_kick(state, self.queue.connection, ws)
-                rows = outbox.claim(state, ws, size)
-                if rows:
-                    self._send_rows(rows)
-                if len(rows) < size or self.paused or self.stats["retry"]:
-                    break
-                if time.monotonic() >= deadline:
-                    return "more"
-        finally:
-            self.client.close()
-        return "done" if self.paused else self._follow_up()
+        return True
 
-    def _follow_up(self) -> str:
-        """Nothing more is due now: make sure the workspace's next pending
-        delivery gets a turn when it is due (a backoff may end later than the
-        retry already scheduled, which would otherwise have been its last
-        turn); ``"more"`` when one came due meanwhile."""
-        when = outbox.next_due(self.state, self.workspace_id)
-        if when is None:
-            return "done"
-        if when <= utcnow():
-            return "more"
-        kick.schedule_retry(self.state, self.queue, self.workspace_id, when)
-        return "done"
+    @property
+    def retried(self) -> bool:
+        """Segment asked to retry (the workspace backs off)."""
+        return bool(self.bumps) or any(c.kind == "retry" for c in self.changes)
 
-    def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:
-        prepared = frozen.prepare(self.state, rows, self.options, self.workspace_id)
+    def prepared(self, prepared: frozen.Prepared) -> None:
+        """Take the outcome of freezing the claimed rows' messages: fail what
+        cannot be built, log what was lost to a new claim meanwhile."""
         for row, reason in prepared.failed:
             self._fail([row], reason, None)
         self._lost(prepared.lost, [])
-        built, groups = prepared.rows, prepared.groups
-        chunks = chunk_batches(groups)
-        for n, chunk in enumerate(chunks):
-            if self.paused:
-                rest = [built[i] for c in chunks[n:] for i in c]
-                outbox.release(self.state, rest)
-                return
-            self._send_chunk([built[i] for i in chunk], [groups[i] for i in chunk])
+
+    def send(self, prepared: frozen.Prepared) -> None:
+        """Send the prepared rows, batch after batch (HTTP only)."""
+        try:
+            built, groups = prepared.rows, prepared.groups
+            chunks = chunk_batches(groups)
+            for n, chunk in enumerate(chunks):
+                if self.paused:
+                    rest = [built[i] for c in chunks[n:] for i in c]
+                    self._change(rest, outbox.released_values(), "released")
+                    return
+                self._send_chunk([built[i] for i in chunk], [groups[i] for i in chunk])
+        finally:
+            if self.client is not None:
+                self.client.close()
+
+    def _send_rows(self, rows: list[sa.Row[t.Any]]) -> None:
+        """Freeze, send and record claimed rows now (one workspace's batch)."""
+        prepared = frozen.prepare(self.state, rows, self.options, self.workspace_id)
+        self.prepared(prepared)
+        if prepared.rows:
+            self.send(prepared)
+        self.apply()
+
+    def apply(self) -> None:
+        """Apply this turn's state changes in one transaction, then settle."""
+        changed, _ = outbox.transitions(
+            self.state, [(c.rows, c.values) for c in self.changes], bumps=self.bumps
+        )
+        self.settle(changed)
+
+    def settle(self, changed: t.Sequence[list[int]]) -> None:
+        """The changes were applied, ``changed[i]`` the ids :attr:`changes`
+        ``[i]`` reached: count, log and send the signals."""
+        for change, ids in zip(self.changes, changed, strict=True):
+            if change.kind != "expired":
+                self._lost(change.rows, ids)
+            got = set(ids)
+            reached = [row for row in change.rows if int(row.id) in got]
+            if change.kind == "sent":
+                self.stats["sent"] += len(ids)
+                if ids:
+                    delivery_succeeded.send(
+                        _app(),
+                        workspace_id=self.workspace_id,
+                        delivery_ids=ids,
+                        response_ids=[row.response_id for row in reached],
+                    )
+            elif change.kind == "retry":
+                self.stats["retry"] += len(change.rows)
+            elif change.kind in ("failed", "expired") and reached:
+                self._failed(reached, t.cast(str, change.reason), change.status_code)
+        self.changes, self.bumps = [], []
+
+    def _change(
+        self,
+        rows: list[sa.Row[t.Any]],
+        values: dict[str, t.Any],
+        kind: str,
+        reason: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        if rows:
+            self.changes.append(Change(rows, values, kind, reason, status_code))
 
     def _send_chunk(
         self, rows: list[sa.Row[t.Any]], groups: list[list[dict[str, t.Any]]]
     ) -> None:
         if self.paused:
-            outbox.release(self.state, rows)
+            self._change(rows, outbox.released_values(), "released")
             return
         messages = [m for group in groups for m in group]
         if self.client is None:  # set before anything is claimed
-            raise RuntimeError("a drain sends only after its client is made")
-        kick.keep_kick(self.state, self.queue.connection, self.workspace_id)
+            raise RuntimeError("a turn sends only after its client is made")
+        if self.kick_kept:
+            self.kick_kept = False
+        else:
+            kick.keep_kick(self.state, self.queue.connection, self.workspace_id)
         result = self.client.send(messages, attempt=max(row.attempts for row in rows))
         self.stats["requests"] += 1
         if result.outcome == "ok":
-            ids = outbox.mark_sent(self.state, rows, result.status_code)
-            self._lost(rows, ids)
-            self.stats["sent"] += len(ids)
-            if ids:
-                delivery_succeeded.send(
-                    _app(),
-                    workspace_id=self.workspace_id,
-                    delivery_ids=ids,
-                    response_ids=[row.response_id for row in rows if row.id in ids],
-                )
-        elif result.outcome == "retry":
-            expired, next_at = self._mark_retry(rows, result)
-            self.stats["retry"] += len(rows) - len(expired)
-            gone = set(expired)
-            self._fail(
-                [r for r in rows if r.id in gone], result.error, None, marked=expired
+            self._change(
+                rows, outbox.sent_values(self.state, result.status_code), "sent"
             )
+        elif result.outcome == "retry":
+            next_at = self._retry(rows, result)
             logger.warning(
                 "Segment batch of %d deliveries will be retried at %s: %s",
                 len(rows),
@@ -256,7 +308,7 @@ class Turn:
                 t.cast(str, self.settings.write_key),
                 reason,
             )
-            outbox.release(self.state, rows, reason)
+            self._change(rows, outbox.released_values(reason), "released")
             logger.error("Workspace %r paused: %s", self.workspace_id, reason)
         elif len(rows) > 1:
             # One bad message must not hold the others hostage: bisect.
@@ -267,15 +319,23 @@ class Turn:
             reason = f"{result.error} {result.body}".strip()
             self._fail(rows, reason, result.status_code)
 
-    def _mark_retry(
-        self, rows: list[sa.Row[t.Any]], result: SendResult
-    ) -> tuple[list[int], dt.datetime]:
-        """Back off: the ids that failed for good, and when to try again."""
-        return outbox.mark_retry(self.state, self.workspace_id, rows, result)
+    def _retry(self, rows: list[sa.Row[t.Any]], result: SendResult) -> dt.datetime:
+        """Back off: fail what is out of its retry window, put the others back
+        with the workspace held back; returns when to try again."""
+        (expired, failed), (waiting, retry), next_at = outbox.retry_changes(
+            self.state, rows, result
+        )
+        self._change(
+            list(expired), failed, "expired", failed["reason"], result.status_code
+        )
+        self._change(list(waiting), retry, "retry")
+        self.bumps.append((self.workspace_id, next_at))
+        return next_at
 
-    def _lost(self, rows: list[sa.Row[t.Any]], changed: list[int]) -> None:
+    def _lost(self, rows: t.Sequence[sa.Row[t.Any]], changed: list[int]) -> None:
         """Log the claimed rows a state change did not reach (a stale claim)."""
-        lost = [row.response_id for row in rows if row.id not in set(changed)]
+        got = set(changed)
+        lost = [row.response_id for row in rows if row.id not in got]
         if lost:
             logger.warning(
                 "Deliveries %s were claimed again meanwhile (lease expired); this"
@@ -283,22 +343,11 @@ class Turn:
                 lost,
             )
 
-    def _fail(
-        self,
-        rows: list[sa.Row[t.Any]],
-        reason: str,
-        code: int | None,
-        *,
-        marked: list[int] | None = None,
-    ) -> None:
-        if not rows:
-            return
-        if marked is None:
-            marked = outbox.mark_failed(self.state, rows, reason, code)
-            self._lost(rows, marked)
-        rows = [row for row in rows if row.id in set(marked)]
-        if not rows:
-            return
+    def _fail(self, rows: list[sa.Row[t.Any]], reason: str, code: int | None) -> None:
+        values = outbox.failed_values(self.state, reason, code)
+        self._change(rows, values, "failed", reason, code)
+
+    def _failed(self, rows: list[sa.Row[t.Any]], reason: str, code: int | None) -> None:
         self.stats["failed"] += len(rows)
         logger.error(
             "Deliveries %s failed: %s", [row.response_id for row in rows], reason

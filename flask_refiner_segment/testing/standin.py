@@ -3,7 +3,8 @@
 It validates like Segment documents (Basic auth or body ``writeKey``; JSON; 32 KB
 per message, 500 KB per request, 2,500 messages per batch; required fields per
 call type), records what it accepted, counts duplicate ``messageId``\\s and can
-be told to fail. Use :func:`serve` for a thread, mount it as a WSGI app, or run
+be told to fail. Use :func:`serve` for a thread (HTTP/1.1 with keep-alive:
+:mod:`.standin_server`), mount it as a WSGI app, or run
 ``python -m flask_refiner_segment.testing.standin --port 8765 [--write-key KEY]``
 (``--write-key`` repeatable). What a request must be is in
 :mod:`.standin_requests`, the HTML page in :mod:`.standin_page`.
@@ -30,8 +31,6 @@ import time
 import typing as t
 import uuid
 
-from werkzeug.serving import WSGIRequestHandler
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
@@ -45,6 +44,7 @@ from .standin_requests import error_response
 from .standin_requests import invalid_reason
 from .standin_requests import json_response
 from .standin_requests import load_body
+from .standin_server import Server
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -328,18 +328,11 @@ class SegmentStandIn:
         return Response(page, mimetype="text/html")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class RunningServer:
     """A stand-in served on a daemon thread; also a context manager."""
 
     def __init__(self, standin: SegmentStandIn, host: str, port: int) -> None:
-        self.server = make_server(
-            host, port, standin, threaded=True, request_handler=_QuietHandler
-        )
+        self.server = Server(host, port, standin)
         self.port = int(self.server.server_port)
         self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(
@@ -348,9 +341,10 @@ class RunningServer:
         self.thread.start()
 
     def shutdown(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and the open connections."""
         self.server.shutdown()
         self.server.server_close()
+        self.server.close_connections()
         self.thread.join(5)
 
     def __enter__(self) -> RunningServer:
@@ -383,10 +377,7 @@ def main(argv: t.Sequence[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     args = parser.parse_args(argv)
     standin = SegmentStandIn(args.write_key, freeze_gc=True)
-    handler = _QuietHandler if args.quiet else WSGIRequestHandler
-    server = make_server(
-        args.host, args.port, standin, threaded=True, request_handler=handler
-    )
+    server = Server(args.host, args.port, standin, quiet=args.quiet)
     standin.url = f"http://{args.host}:{server.server_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"Segment stand-in on {standin.url}", flush=True)
