@@ -6,6 +6,7 @@ import collections
 import os
 import typing as t
 
+import pytest
 import sqlalchemy as sa
 
 
@@ -35,3 +36,12 @@ FUZZ_SCALE = float(os.environ.get("REFINER_TEST_FUZZ_SCALE", "1"))
 def examples(n: int) -> int:
     """Hypothesis's ``max_examples`` for a test that asks for ``n``."""
     return max(1, round(n * FUZZ_SCALE))
+
+
+#: Runs a test on PostgreSQL alone: the ``database_url`` fixture's other case,
+#: SQLite, does not apply to it (and is not collected as a skip).
+postgres_only = pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from .helpers import postgres_only
 from .inbound_support import TABLES
 from .inbound_support import alias
 from .inbound_support import close_app
@@ -36,14 +37,6 @@ def inbound_app(database_url: str) -> t.Iterator[Flask]:
     app = make_app(database_url)
     yield app
     close_app(app)
-
-
-#: The one-statement path is PostgreSQL's: these tests run there only.
-postgres_only = pytest.mark.parametrize(
-    "database_url",
-    [pytest.param("postgresql", marks=pytest.mark.postgres)],
-    indirect=True,
-)
 
 
 def dump(app: Flask) -> dict[str, list[tuple[t.Any, ...]]]:

@@ -19,14 +19,15 @@ from sqlalchemy import orm
 from . import hostapp
 from .conftest import completion
 from .helpers import deliveries
+from .helpers import postgres_only
+
+#: Round trips to PostgreSQL (psycopg's protocol trace).
+pytestmark = postgres_only
 
 
 @pytest.fixture
 def pg(app: Flask) -> t.Iterator[tuple[Flask, t.Any, t.Any]]:
     db = app.extensions["test_db"]
-    with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("round trips to PostgreSQL")
 
     class TripNote(db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = "trip_note"
