@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -454,3 +455,20 @@ def test_a_session_keeps_its_connection_alive_until_the_stand_in_stops() -> None
     with pytest.raises(requests.ConnectionError):
         session.get(server.url + "/stats", timeout=5)
     session.close()
+
+
+def test_answers_are_not_held_back_by_nagle() -> None:
+    """An answer is two writes (headers, then body): with Nagle's algorithm on
+    a keep-alive connection the body waits for the client's delayed ACK, tens
+    of milliseconds a request, and the stand-in, not the code under test, sets
+    the pace. Its connections have ``TCP_NODELAY``."""
+    standin = SegmentStandIn()
+    server = serve(standin)
+    session = requests.Session()
+    try:
+        assert session.get(server.url + "/stats").ok
+        (sock,) = server.server._open
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        session.close()
+        server.shutdown()

@@ -29,6 +29,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     a ``Content-Length`` (or ``Connection: close``)."""
 
     protocol_version = "HTTP/1.1"
+    #: Headers and body are two writes: without TCP_NODELAY the body waits for
+    #: the client's delayed ACK of the headers (tens of ms per keep-alive request).
+    disable_nagle_algorithm = True
     #: An idle keep-alive connection is closed after this long (s).
     timeout = 60
     server: Server
