@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import time
 import typing as t
@@ -46,6 +47,9 @@ PARTS = (
 
 def main(argv: t.Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the workers, servers
+    # and databases the run started are stopped and dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.n, args.path_n, args.latency_samples = 300, 200, 5
         args.inbound_seconds, args.sizes, args.threads = 1.0, "1000,3000", 4
