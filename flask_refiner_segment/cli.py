@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 import redis
+import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from .commands import register as _register_beyond
@@ -45,6 +46,7 @@ def worker(burst: bool, simple: bool) -> None:
     On start it recovers deliveries whose job was lost (like ``requeue``) and
     schedules the periodic sweep; then, every ``RECOVERY_INTERVAL``, it releases
     expired leases and kicks due deliveries itself, with or without a scheduler.
+    A database that refuses at start is left to that loop and to job retries.
     """
     from .outbound.worker import make_worker
 
@@ -57,9 +59,19 @@ def worker(burst: bool, simple: bool) -> None:
         )
     )
     queue = kick.make_queue(state.config, connection)
+    recovered = {"released": 0}
     try:
-        recovered = kick.requeue(state)
-        backfill_send.resume(state)
+        try:
+            recovered = kick.requeue(state)
+            backfill_send.resume(state)
+        except sa.exc.SQLAlchemyError as exc:
+            # Jobs retry and the recovery loop tries again: start anyway.
+            click.echo(
+                f"The database refused the start-up recovery ({type(exc).__name__});"
+                " the worker starts and tries again every"
+                f" {state.config.recovery_interval:g} s.",
+                err=True,
+            )
         kick.schedule_sweep(state, queue)
     except redis.RedisError as exc:
         raise click.ClickException(

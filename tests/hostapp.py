@@ -47,8 +47,9 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     refiner.init_app(app)
     refiner.completion_source(history)
     app.extensions["test_db"] = db
-    with app.app_context():
-        db.create_all()
+    if app.config.get("CREATE_TABLES", True):  # HOSTAPP_CREATE_TABLES=false
+        with app.app_context():
+            db.create_all()
     return app
 
 

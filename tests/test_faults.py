@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 
@@ -31,6 +32,8 @@ from .conftest import kill_worker
 from .conftest import run_worker
 from .conftest import send_completion
 from .helpers import statuses
+from .outage import database_outage
+from .outage import engine_options
 
 pytestmark = pytest.mark.faults
 
@@ -129,7 +132,11 @@ def test_redis_flushed_with_jobs_queued(app, segment, redis_url, redis_conn):
 
 
 def _worker(env: dict[str, str], *, ready: bool = True) -> subprocess.Popen[bytes]:
-    """``flask refiner-segment worker``; with ``ready``, once it has registered."""
+    """``flask refiner-segment worker``; with ``ready``, once it has registered.
+
+    Its stderr goes to a file that :func:`worker_log` reads.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="refiner-worker-", suffix=".log")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -143,18 +150,30 @@ def _worker(env: dict[str, str], *, ready: bool = True) -> subprocess.Popen[byte
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         start_new_session=True,
     )
+    _logs[proc.pid] = log
     if ready:
         connection = redis.Redis.from_url(env["REFINER_SEGMENT_REDIS_URL"])
         deadline = time.monotonic() + 60
         while not any(w.pid == proc.pid for w in Worker.all(connection=connection)):
-            assert proc.poll() is None, "the worker exited"
+            assert proc.poll() is None, f"the worker exited: {worker_log(proc)}"
             assert time.monotonic() < deadline, "the worker did not register"
             time.sleep(0.05)
         connection.close()
     return proc
+
+
+#: The stderr files of the workers :func:`_worker` started, by pid.
+_logs: dict[int, t.IO[bytes]] = {}
+
+
+def worker_log(proc: subprocess.Popen[bytes], tail: int = 4000) -> str:
+    """The end of what ``proc`` (from :func:`_worker`) wrote to stderr."""
+    log = _logs[proc.pid]
+    log.seek(0)
+    return log.read().decode(errors="replace")[-tail:]
 
 
 def _env(app_config: dict[str, t.Any], **extra: str) -> dict[str, str]:
@@ -173,6 +192,9 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             kill_worker(proc)
+        log = _logs.pop(proc.pid, None)
+        if log is not None:
+            log.close()
 
 
 def test_database_connections_dropped_while_sending(app, app_config, segment):
@@ -201,6 +223,8 @@ def test_database_connections_dropped_while_sending(app, app_config, segment):
                         sa.text(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                             " WHERE application_name = 'refiner-fault-worker'"
+                            # Not another suite's worker (CI runs two at once).
+                            " AND datname = current_database()"
                         )
                     ).all()
                 )
@@ -225,6 +249,43 @@ def test_database_connections_dropped_while_sending(app, app_config, segment):
         N,
         segment,
         time.monotonic() - started,
+    )
+
+
+def test_worker_started_while_the_database_refuses(
+    make_app, database_url, app_config, segment
+):
+    """The worker starts and recovers later instead of exiting on its first
+    query (as it did with a traceback)."""
+    options = engine_options(database_url)
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    env = _env(
+        app_config,
+        HOSTAPP_CREATE_TABLES="false",
+        HOSTAPP_SQLALCHEMY_ENGINE_OPTIONS=json.dumps(options),
+    )
+    with database_outage(database_url):
+        worker = _worker(env)
+        assert worker.poll() is None
+    started = time.monotonic()
+    try:
+        for n in range(N):
+            send_completion(app, n)
+        assert segment.wait_for(3 * N, timeout=60), statuses(app)
+        deadline = time.monotonic() + 30
+        while statuses(app) != {"sent": N}:
+            assert time.monotonic() < deadline, statuses(app)
+            time.sleep(0.2)
+        recovered = time.monotonic() - started
+        log = worker_log(worker)
+    finally:
+        _stop(worker)
+    assert "The database refused the start-up recovery" in log, log
+    report(
+        "Worker started while the database refuses",
+        N,
+        segment,
+        recovered,
     )
 
 

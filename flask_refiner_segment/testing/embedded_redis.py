@@ -46,6 +46,7 @@ class EmbeddedRedis:
     def __init__(
         self, workdir: str | Path | None = None, port: int | None = None
     ) -> None:
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
@@ -53,11 +54,27 @@ class EmbeddedRedis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> str:
+        """Start the server; another free port if this one was taken meanwhile
+        (the port is free when chosen, not reserved)."""
+        for _ in range(5):
+            if self._launch(timeout):
+                self._fixed_port = True  # a restart keeps the URL
+                return self.url
+            if self._fixed_port:
+                break
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _launch(self, timeout: float) -> bool:
+        """Whether our server answers on ``self.port`` (not another one that
+        took the port first: ours then exits)."""
         workdir = self._workdir
         if workdir is None:
-            workdir = self._tmp = tempfile.mkdtemp(prefix="refiner-redis-")
+            workdir = self._tmp = self._tmp or tempfile.mkdtemp(prefix="refiner-redis-")
+        Path(workdir).mkdir(parents=True, exist_ok=True)
         # A fixed argv (no shell) of a binary we located ourselves.
-        self.proc = subprocess.Popen(  # noqa: S603
+        proc = self.proc = subprocess.Popen(  # noqa: S603
             [
                 redis_server_binary(),
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
@@ -71,13 +88,17 @@ class EmbeddedRedis:
         try:
             while True:
                 try:
-                    client.ping()
-                    return self.url
+                    if client.info("server")["process_id"] == proc.pid:
+                        return True
                 except redis.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.05)
+                    pass
+                if proc.poll() is not None:
+                    self.proc = None
+                    return False
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
         finally:
             client.close()
 
