@@ -11,6 +11,7 @@ import typing as t
 
 import sqlalchemy as sa
 
+from .state import autocommit
 from .tables.base import utcnow
 
 if t.TYPE_CHECKING:
@@ -24,7 +25,8 @@ def _table(state: State) -> sa.Table:
 def stored(state: State, workspace_id: str) -> sa.Row[t.Any] | None:
     """The stored row of a workspace (columns, not an ORM object), or ``None``."""
     table = _table(state)
-    with state.db.engine.connect() as conn:
+    # Autocommit: one round trip (no BEGIN ... ROLLBACK around a read).
+    with autocommit(state.db.engine).connect() as conn:
         return conn.execute(
             sa.select(table).where(table.c.workspace_id == workspace_id)
         ).first()
@@ -38,9 +40,20 @@ def stored_many(
     if not ids:
         return {}
     table = _table(state)
-    with state.db.engine.connect() as conn:
+    with autocommit(state.db.engine).connect() as conn:
         rows = conn.execute(sa.select(table).where(table.c.workspace_id.in_(ids)))
         return {str(row.workspace_id): row for row in rows}
+
+
+def stored_all(state: State, limit: int) -> dict[str, sa.Row[t.Any]] | None:
+    """Every stored row, by workspace id (one query), or ``None`` when there
+    are more than ``limit``."""
+    table = _table(state)
+    with autocommit(state.db.engine).connect() as conn:
+        rows = conn.execute(sa.select(table).limit(limit + 1)).all()
+    if len(rows) > limit:
+        return None
+    return {str(row.workspace_id): row for row in rows}
 
 
 def update(state: State, workspace_id: str, values: dict[str, t.Any]) -> None:

@@ -96,3 +96,47 @@ def test_an_error_in_the_pipeline_keeps_the_host_s_transaction(pg, redis_conn):
     assert fallback.length(redis_conn) == 1  # not lost: it waits in Redis
     with app.app_context(), db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(note)).scalar() == 2
+
+
+@contextlib.contextmanager
+def engine_round_trips(engine: sa.Engine) -> t.Iterator[list[int]]:
+    """Count the round trips of every connection ``engine`` hands out in the
+    block, as :func:`round_trips` does."""
+    counted: list[int] = []
+    with tempfile.TemporaryFile() as trace:
+
+        def checkout(dbapi: t.Any, *args: t.Any) -> None:
+            dbapi.pgconn.trace(trace.fileno())
+            dbapi.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+
+        def checkin(dbapi: t.Any, *args: t.Any) -> None:
+            if dbapi is not None:
+                dbapi.pgconn.untrace()
+
+        sa.event.listen(engine, "checkout", checkout)
+        sa.event.listen(engine, "checkin", checkin)
+        try:
+            yield counted
+        finally:
+            sa.event.remove(engine, "checkout", checkout)
+            sa.event.remove(engine, "checkin", checkin)
+        trace.seek(0)
+        lines = trace.read().decode().splitlines()
+    sent = [line.split("\t") for line in lines if line.startswith("F\t")]
+    counted.append(sum(1 for f in sent if f[2].strip() in ("Sync", "Query")))
+
+
+def test_reading_settings_is_one_round_trip(app):
+    """A request whose workspace's settings are not cached reads them with one
+    statement, without ``BEGIN`` and ``ROLLBACK`` around it."""
+    from flask_refiner_segment.outbound import settings
+
+    state = app.extensions["refiner_segment"]
+    with app.app_context():
+        settings.load(state, "default")  # the pool has a connection
+        with engine_round_trips(state.db.engine) as one:
+            settings.load(state, "default", fresh=True)
+        with engine_round_trips(state.db.engine) as many:
+            settings.load_many(state, ["default", "other"])
+    assert one == [1]
+    assert many == [1]

@@ -8,6 +8,7 @@ Changes run in the extension's own transactions, never on the host's
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing as t
 
 from .. import workspaces
@@ -75,17 +76,57 @@ def _cache(state: State) -> TTLCache[WorkspaceSettings]:
     )
 
 
+#: Up to this many stored workspaces, a process reads them all in one query
+#: (once per ``SETTINGS_CACHE_SECONDS``) instead of one query per workspace.
+SNAPSHOT_MAX = 20_000
+
+
+class _Snapshot:
+    """Every stored workspace row, read at once; ``rows`` is ``None`` when
+    there were more than :data:`SNAPSHOT_MAX` (or none read yet)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, t.Any] | None = None
+        self.expires = 0.0
+
+
 def load(state: State, workspace_id: str, *, fresh: bool = False) -> WorkspaceSettings:
-    """Effective settings, cached ``SETTINGS_CACHE_SECONDS`` unless ``fresh``."""
+    """Effective settings, cached ``SETTINGS_CACHE_SECONDS`` unless ``fresh``.
+
+    A miss is served from the process's snapshot of every stored workspace
+    (one query per ``SETTINGS_CACHE_SECONDS``, however many workspaces send)
+    when the snapshot says the workspace can send; a workspace missing from it
+    or that cannot send is read on its own, so that a key saved since the
+    snapshot is seen at once.
+    """
     cache = _cache(state)
     if not fresh:
         cached = cache.get(workspace_id)
         if cached is not None:
             return cached
-    row = workspaces.stored(state, workspace_id)
-    settings = _effective(state, workspace_id, row)
-    cache.put(workspace_id, settings)
-    return settings
+        row = _snapshot_row(state, workspace_id)
+        if row is not None:
+            found = _derived(state, workspace_id, row)
+            if found.sendable:
+                cache.put(workspace_id, found)
+                return found
+    found = _effective(state, workspace_id, workspaces.stored(state, workspace_id))
+    cache.put(workspace_id, found)
+    return found
+
+
+def _snapshot_row(state: State, workspace_id: str) -> t.Any:
+    """The workspace's row in the snapshot (read again once it expired), or
+    ``None``."""
+    ttl = state.config.settings_cache_seconds
+    if ttl <= 0:
+        return None
+    snapshot = state.local("settings_snapshot", _Snapshot)
+    now = time.monotonic()
+    if snapshot.expires <= now:
+        snapshot.rows = workspaces.stored_all(state, SNAPSHOT_MAX)
+        snapshot.expires = now + ttl
+    return None if snapshot.rows is None else snapshot.rows.get(workspace_id)
 
 
 def load_many(
@@ -93,33 +134,37 @@ def load_many(
 ) -> dict[str, WorkspaceSettings]:
     """Current effective settings of several workspaces, in one query.
 
-    Always read from the database (a serve job runs longer than a request);
-    what is derived from a row (the write key decrypted, the host checked) is
-    kept per process and reused while the row's ``updated_at`` is unchanged.
+    Always read from the database (a serve job runs longer than a request).
     """
     rows = workspaces.stored_many(state, workspace_ids)
+    return {ws: _derived(state, ws, rows.get(ws)) for ws in workspace_ids}
+
+
+def _derived(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings:
+    """:func:`_effective`, kept per process and reused while the row's
+    ``updated_at`` is unchanged (decrypting the write key, checking the host)."""
     derived: dict[str, tuple[t.Any, WorkspaceSettings]] = state.local(
         "settings_derived", dict
     )
     if len(derived) > 10_000:
         derived.clear()
-    found = {}
-    for ws in workspace_ids:
-        row = rows.get(ws)
-        stamp = None if row is None else (row.updated_at, row.id)
-        hit = derived.get(ws)
-        if hit is None or hit[0] != stamp:
-            hit = derived[ws] = (stamp, _effective(state, ws, row))
-        found[ws] = hit[1]
-    return found
+    stamp = None if row is None else (row.updated_at, row.id)
+    hit = derived.get(workspace_id)
+    if hit is None or hit[0] != stamp:
+        hit = derived[workspace_id] = (stamp, _effective(state, workspace_id, row))
+    return hit[1]
 
 
 def invalidate(state: State, workspace_id: str | None = None) -> None:
     """Forget cached settings after a change."""
+    snapshot = state.local("settings_snapshot", _Snapshot)
     if workspace_id is None:
         _cache(state).clear()
+        snapshot.expires = 0.0
     else:
         _cache(state).pop(workspace_id)
+        if snapshot.rows is not None:
+            snapshot.rows.pop(workspace_id, None)
 
 
 def _effective(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings:
