@@ -14,6 +14,7 @@ import time
 import typing as t
 
 import sqlalchemy as sa
+from flask import Flask
 from flask import current_app
 
 if t.TYPE_CHECKING:
@@ -135,6 +136,18 @@ def get_state() -> State:
             " instance. Did you forget to call 'init_app'?"
         )
     return t.cast(State, state)
+
+
+def job_app() -> Flask:
+    """The current app, for a job (or a thread of one) to push a context of
+    its own; a clear error outside the app context."""
+    try:
+        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    except RuntimeError:
+        raise RuntimeError(
+            "flask-refiner-segment jobs need the Flask app context: run the worker"
+            " with `flask refiner-segment worker`."
+        ) from None
 
 
 @functools.lru_cache(maxsize=32)

@@ -172,3 +172,12 @@ def test_local_is_not_shared_with_a_forked_child(tmp_path):
     assert report["stable"] is True
     # The parent still has its own.
     assert state.local("conn", lambda: {"pid": -2}) is parent_obj
+
+
+def test_job_app_outside_the_app_context_says_how_to_run_jobs(app):
+    from flask_refiner_segment.state import job_app
+
+    with pytest.raises(RuntimeError, match="flask refiner-segment worker"):
+        job_app()
+    with app.app_context():
+        assert job_app() is app

@@ -13,10 +13,8 @@ import logging
 import time
 import typing as t
 
-from flask import Flask
-from flask import current_app
-
 from ..state import get_state
+from ..state import job_app
 from ..tables.base import utcnow
 from . import backfill_send
 from . import kick
@@ -92,16 +90,6 @@ def start_job(
     ).save(state, workspace_id)
 
 
-def _app() -> Flask:
-    try:
-        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    except RuntimeError:
-        raise RuntimeError(
-            "flask-refiner-segment jobs need the Flask app context: run the worker"
-            " with `flask refiner-segment worker`."
-        ) from None
-
-
 def record_job(
     workspace_id: str,
     since: str,
@@ -112,7 +100,7 @@ def record_job(
     """RQ job: record for up to :data:`JOB_BUDGET` seconds, then queue the next
     job to go on at the cursor (live jobs run in between). A source that does
     not yield oldest first cannot be resumed: then one job reads it all."""
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         try:
             run = Backfill(

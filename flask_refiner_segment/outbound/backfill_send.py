@@ -20,12 +20,11 @@ import time
 import typing as t
 
 import sqlalchemy as sa
-from flask import Flask
-from flask import current_app
 from rq import Queue
 from rq import get_current_job
 
 from ..state import get_state
+from ..state import job_app
 from ..tables import outbound as models
 from ..tables.base import utcnow
 from . import claims
@@ -242,19 +241,9 @@ class BackfillBatch(Turn):
         return next_at
 
 
-def _app() -> Flask:
-    try:
-        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    except RuntimeError:
-        raise RuntimeError(
-            "flask-refiner-segment jobs need the Flask app context: run the worker"
-            " with `flask refiner-segment worker`."
-        ) from None
-
-
 def send(workspace_id: str) -> dict[str, int]:
     """RQ job: send one batch of the workspace's backfill, then queue the next."""
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         job = get_current_job()
         queue = make_queue(state, job.connection if job is not None else None)

@@ -11,30 +11,19 @@ import json
 import typing as t
 
 import sqlalchemy as sa
-from flask import Flask
-from flask import current_app
 from rq import Queue
 from rq import get_current_job
 
 from ..core.completion import completion_nps_score
 from ..state import State
 from ..state import get_state
+from ..state import job_app
 from . import backfill_send
 from . import fallback
 from . import kick
 from . import retention
 from .drain import Drain
 from .serve import Server
-
-
-def _app() -> Flask:
-    try:
-        return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    except RuntimeError:
-        raise RuntimeError(
-            "flask-refiner-segment jobs need the Flask app context: run the worker"
-            " with `flask refiner-segment worker`."
-        ) from None
 
 
 def _job_queue(state: State) -> Queue:
@@ -49,7 +38,7 @@ def serve(slot: int = 0) -> dict[str, int]:
 
     ``slot``: the serve slot whose key the kick (or another serve job) took.
     """
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         return Server(state, _job_queue(state), slot).run()
 
@@ -61,7 +50,7 @@ def deliver(workspace_id: str, *, scheduled: bool = False) -> dict[str, int]:
     create the workspace's kick key. Without it, a job queued by a kick of an
     earlier version (one job per workspace), whose key is held.
     """
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         return Drain(state, workspace_id, _job_queue(state), scheduled=scheduled).run()
 
@@ -69,7 +58,7 @@ def deliver(workspace_id: str, *, scheduled: bool = False) -> dict[str, int]:
 def drain_fallback() -> int:
     """Record the completions waiting in the Redis fallback (the database
     refused them); a database error fails the job and leaves them waiting."""
-    with _app().app_context():
+    with job_app().app_context():
         return kick.drain_fallback(get_state())
 
 
@@ -81,7 +70,7 @@ def record_completion(workspace_id: str, sealed: str, *legacy: t.Any) -> bool:
     When the database refuses, the completion moves to the Redis fallback list,
     which never gives up.
     """
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         if legacy:
             response_id, survey_id, user_id, payload = (sealed, *legacy)
@@ -110,7 +99,7 @@ def sweep() -> dict[str, int]:
     """Periodic recovery: release expired leases, kick workspaces, reschedule;
     then prune a bounded share of the deliveries past their retention and
     restart the send chains of backfills whose chain was lost."""
-    with _app().app_context():
+    with job_app().app_context():
         state = get_state()
         try:
             result = kick.requeue(state, reset_kicks=False)

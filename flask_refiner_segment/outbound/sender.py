@@ -12,14 +12,12 @@ import datetime as dt
 import logging
 import typing as t
 
-from flask import Flask
-from flask import current_app
-
 from ..core.messages import BuildOptions
 from ..core.messages import build_messages
 from ..core.messages import chunk_batches
 from ..signals import delivery_failed
 from ..signals import delivery_succeeded
+from ..state import job_app
 from . import frozen
 from . import kick
 from . import outbox
@@ -69,10 +67,6 @@ def build_options(state: State, current: WorkspaceSettings) -> BuildOptions:
         shown_event=state.config.shown_event,
         dismissed_event=state.config.dismissed_event,
     )
-
-
-def _app() -> Flask:
-    return t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 #: The event name of *Send test event* (never the survey event's).
@@ -250,7 +244,7 @@ class Turn:
                 self.stats["sent"] += len(ids)
                 if ids:
                     delivery_succeeded.send(
-                        _app(),
+                        job_app(),
                         workspace_id=self.workspace_id,
                         delivery_ids=ids,
                         response_ids=[row.response_id for row in reached],
@@ -354,7 +348,7 @@ class Turn:
         )
         for row in rows:
             delivery_failed.send(
-                _app(),
+                job_app(),
                 workspace_id=self.workspace_id,
                 delivery_id=row.id,
                 response_id=row.response_id,
