@@ -28,9 +28,9 @@ import typing as t
 import redis
 import sqlalchemy as sa
 from flask import Flask
-from flask import current_app
 from rq import Worker
 
+from ..state import job_app
 from ..tables.base import utcnow
 from . import claims
 from . import frozen
@@ -81,7 +81,7 @@ class Server:
 
     def run(self) -> dict[str, int]:
         state, config = self.state, self.state.config
-        app = t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+        app = job_app()
         deadline = time.monotonic() + config.job_timeout / 2
         recover_at = time.monotonic() + config.recovery_interval
         idle = max(config.kick_cache_seconds, config.batch_linger)
@@ -192,13 +192,7 @@ class Server:
         try:
             prepared = frozen.prepare_many(self.state, batches)
         except sa.exc.SQLAlchemyError:
-            logger.exception(
-                "Freezing the messages of %d turns failed; their deliveries wait"
-                " for the recovery round.",
-                len(turns),
-            )
-            for turn in turns:
-                self._end(turn.workspace_id)
+            self._abandon(turns, "Freezing the messages")
             return
         for turn, ready_rows in zip(turns, prepared, strict=True):
             turn.prepared(ready_rows)
@@ -299,13 +293,7 @@ class Server:
                 ],
             )
         except sa.exc.SQLAlchemyError:
-            logger.exception(
-                "The state changes of %d turns failed; their deliveries wait for"
-                " the recovery round.",
-                len(turns),
-            )
-            for turn in turns:
-                self._end(turn.workspace_id)
+            self._abandon(turns, "Recording the outcomes")
             return
         ended: list[str] = []
         waiting: list[str] = []
@@ -343,6 +331,17 @@ class Server:
             logger.warning(
                 "Ending %d turns failed (%s).", len(turns), type(exc).__name__
             )
+
+    def _abandon(self, turns: t.Sequence[Turn], what: str) -> None:
+        """``what`` failed for ``turns``: log it and end them (their deliveries
+        wait for the recovery round)."""
+        logger.exception(
+            "%s of %d turns failed; their deliveries wait for the recovery round.",
+            what,
+            len(turns),
+        )
+        for turn in turns:
+            self._end(turn.workspace_id)
 
     def _end(self, workspace_id: str) -> None:
         try:
