@@ -1,8 +1,8 @@
 """flask_refiner_segment.outbound.settings: the effective settings of a
 workspace (stored row, app config overrides), their cache, and the pause.
 
-The settings page that edits them: test_views.py; a changed SECRET_KEY through
-the extension's ``settings()``: test_secrets.py.
+The settings page that edits them: test_views_settings.py; a changed
+SECRET_KEY through the extension's ``settings()``: test_secrets.py.
 """
 
 from __future__ import annotations
