@@ -1,12 +1,15 @@
-"""flask_refiner_segment.outbound.outbox: every state change of a delivery, on
-SQLite and PostgreSQL, called directly (the pipeline around it: test_jobs.py)."""
+"""flask_refiner_segment.outbound.outbox: every state change of a delivery after
+its claim (sent, failed, retried with backoff, released, stale claims) and
+recovery, on SQLite and PostgreSQL, called directly (the pipeline around it:
+test_jobs.py).
+
+The delivery row helpers live here; recording a delivery is tested in
+test_record.py, claiming in test_claims.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import threading
 import typing as t
 
 import pytest
@@ -67,179 +70,6 @@ def insert(app: Flask, *new: dict[str, t.Any]) -> list[int]:
 def claim(app: Flask, workspace_id: str = "ws-a", limit: int = 100, **kw: t.Any):
     with app.app_context():
         return claims.claim(state_of(app), workspace_id, limit, **kw)
-
-
-# -- recording --------------------------------------------------------------
-
-
-def test_insert_pending_records_a_due_pending_delivery(make_app):
-    app = make_app(REFINER_SEGMENT_RETRY_WINDOW=3600)
-    before = utcnow()
-    with app.app_context():
-        assert record.insert_pending(state_of(app), row(1)) is True
-    after = utcnow()
-    r = rows(app)["r-1"]
-    assert (r.workspace_id, r.survey_id, r.user_id, r.nps_score) == (
-        "ws-a",
-        "nps",
-        "u-1",
-        9,
-    )
-    assert r.status == models.PENDING and r.attempts == 0
-    assert r.content_hash == hashlib.sha256(b'{"n":1}').hexdigest()
-    assert before <= r.created_at == r.next_attempt_at <= after
-    assert r.retry_until == r.created_at + dt.timedelta(seconds=3600)
-    assert r.claim_token is None and r.reason is None
-
-
-def test_insert_pending_dedupes_against_the_latest_content(app):
-    state = state_of(app)
-    edited = '{"n":"edited"}'
-    with app.app_context():
-        assert record.insert_pending(state, row(1)) is True
-        assert record.insert_pending(state, row(1)) is False  # same content
-        assert record.insert_pending(state, row(1, user_id="other")) is False
-        # An edit of the response (new content) is a new delivery...
-        assert record.insert_pending(state, row(1, payload=edited)) is True
-        assert record.insert_pending(state, row(1, payload=edited)) is False
-        # ... and so is a revert to the earlier content (A -> B -> A) ...
-        assert record.insert_pending(state, row(1)) is True
-        assert record.insert_pending(state, row(1)) is False
-        # ... and the same content in another workspace.
-        assert record.insert_pending(state, row(1, workspace_id="ws-b")) is True
-    table = state.tables.outbound.Delivery.__table__
-    with app.app_context(), state.db.engine.connect() as conn:
-        stored = conn.execute(
-            sa.select(
-                table.c.workspace_id, table.c.payload, table.c.content_hash
-            ).order_by(table.c.id)
-        ).all()
-    payloads = [json.loads(p) for _, p, _ in stored]
-    assert [ws for ws, _, _ in stored] == ["ws-a", "ws-a", "ws-a", "ws-b"]
-    assert [p["n"] for p in payloads] == [1, "edited", 1, 1]
-    # Edits carry when they were recorded: new messageIds for a revert.
-    assert ["recorded_at" in p for p in payloads] == [False, True, True, False]
-    assert stored[0].content_hash == stored[2].content_hash  # of the content
-    responses = state.tables.outbound.SurveyResponse.__table__
-    with app.app_context(), state.db.engine.connect() as conn:
-        latest = conn.execute(
-            sa.select(responses).order_by(responses.c.workspace_id)
-        ).all()
-    assert [(r.workspace_id, r.content_hash) for r in latest] == [
-        ("ws-a", stored[2].content_hash),
-        ("ws-b", stored[3].content_hash),
-    ]
-
-
-def test_a_completion_older_than_the_latest_content_is_superseded(app):
-    """A completion that waited in the Redis fallback does not overwrite (nor
-    deliver over) content recorded after it arrived."""
-    state = state_of(app)
-    earlier = (utcnow() - dt.timedelta(minutes=5)).isoformat()
-    with app.app_context():
-        assert record.insert_pending(state, row(1, payload='{"n":"new"}')) is True
-        old = row(1, received_at=earlier)
-        assert record.insert_pending(state, old) is False
-        assert record.insert_pending(state, row(2, received_at=earlier)) is True
-    found = rows(app)
-    assert json.loads(found["r-1"].payload) == {"n": "new"}
-    assert found["r-2"].created_at > dt.datetime.fromisoformat(earlier)
-
-
-def test_insert_unsent_records_status_and_reason_without_payload(app):
-    state = state_of(app)
-    base = {k: v for k, v in row(1).items() if k not in ("payload", "nps_score")}
-    with app.app_context():
-        record.insert_unsent(state, base, models.SKIPPED, "integration disabled")
-        record.insert_unsent(
-            state, {**base, "response_id": "r-2"}, models.FAILED, "invalid"
-        )
-    found = rows(app)
-    assert (found["r-1"].status, found["r-1"].reason) == (
-        "skipped",
-        "integration disabled",
-    )
-    assert (found["r-2"].status, found["r-2"].reason) == ("failed", "invalid")
-    for r in found.values():
-        assert r.payload is None and r.content_hash is None
-        assert r.attempts == 0 and r.next_attempt_at is None
-    with app.app_context():
-        # Not due: nothing to claim, nothing pending.
-        assert claims.claim(state, "ws-a", 10) == []
-        assert outbox.next_due(state, "ws-a") is None
-
-
-# -- claiming ---------------------------------------------------------------
-
-
-def test_claim_leases_due_rows_of_the_workspace_in_id_order(make_app):
-    app = make_app(REFINER_SEGMENT_LEASE_SECONDS=90)
-    ids = insert(app, *(row(n) for n in range(4)), row(9, workspace_id="ws-b"))
-    set_values(app, ["r-3"], next_attempt_at=FUTURE)  # backing off: not due
-    before = utcnow()
-    claimed = claim(app, limit=10)
-    after = utcnow()
-    assert [r.id for r in claimed] == ids[:3]
-    assert [r.response_id for r in claimed] == ["r-0", "r-1", "r-2"]
-    assert claimed[0].payload == '{"n":0}' and claimed[0].attempts == 0
-    assert claimed[0].retry_until is not None
-    found = rows(app)
-    tokens = {found[f"r-{n}"].claim_token for n in range(3)}
-    assert len(tokens) == 1 and None not in tokens  # one token per claim
-    for n in range(3):
-        r = found[f"r-{n}"]
-        assert r.status == models.SENDING
-        lease = r.lease_expires_at - dt.timedelta(seconds=90)
-        assert before <= lease <= after
-    assert found["r-3"].status == found["r-9"].status == models.PENDING
-    assert claim(app) == []  # nothing due is left
-    assert [r.response_id for r in claim(app, "ws-b")] == ["r-9"]
-
-
-def test_claim_takes_at_most_limit_rows(app):
-    ids = insert(app, *(row(n) for n in range(6)))
-    first = claim(app, limit=2)
-    assert [r.id for r in first] == ids[:2]
-    assert [r.id for r in claim(app, limit=3)] == ids[2:5]
-    assert [r.id for r in claim(app, limit=3)] == ids[5:]
-    found = rows(app)
-    assert [found[f"r-{n}"].status for n in range(6)] == [models.SENDING] * 6
-    assert len({found[f"r-{n}"].claim_token for n in range(6)}) == 3
-
-
-def test_claim_due_by_takes_only_rows_due_by_then(app):
-    insert(app, row(1), row(2))
-    set_values(app, ["r-1"], next_attempt_at=PAST)
-    set_values(app, ["r-2"], next_attempt_at=utcnow() - dt.timedelta(seconds=5))
-    got = claim(app, due_by=PAST + dt.timedelta(seconds=1))
-    assert [r.response_id for r in got] == ["r-1"]
-    # A due_by in the future is capped at now.
-    set_values(app, ["r-2"], next_attempt_at=FUTURE - dt.timedelta(days=1))
-    assert claim(app, due_by=FUTURE) == []
-
-
-def test_two_claims_at_once_never_share_a_row(app):
-    ids = insert(app, *(row(n) for n in range(60)))
-    barrier = threading.Barrier(2)
-    got: list[list[int]] = [[], []]
-    errors: list[BaseException] = []
-
-    def worker(slot: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            got[slot] = [r.id for r in claim(app, limit=60)]
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    assert not set(got[0]) & set(got[1])
-    assert sorted(got[0] + got[1]) == ids
-    assert {r.status for r in rows(app).values()} == {models.SENDING}
 
 
 # -- after a send ---------------------------------------------------------------
