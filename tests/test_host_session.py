@@ -8,12 +8,14 @@ back it is not in the database, while what the extension wrote is (it commits
 on connections of its own). The signal is the exception: sent in a transaction
 with pending work it joins that transaction (SPEC §1), so the host's rollback
 takes the completion too. On SQLite and PostgreSQL.
+
+This file covers the public methods and the signals, and holds the ``host``
+fixture; the pages' POST routes are in test_host_session_pages.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing as t
 import uuid
 
@@ -34,8 +36,6 @@ from .conftest import completion
 from .conftest import send_completion
 from .inbound_support import API_KEY
 from .inbound_support import URL as INBOUND_URL
-from .inbound_support import identify
-from .inbound_support import post
 from .inbound_support import seed_inbound
 from .inbound_support import segment_headers
 from .inbound_support import track
@@ -87,6 +87,27 @@ class Host:
                     .where(table.c.text == note.text)
                 ).scalar_one()
             )
+
+
+def _add_hooks(host: Host) -> None:
+    """Before each POST the host adds a pending object; after the view, note
+    whether it is still pending, roll back, and whether it reached the database."""
+
+    @host.app.before_request
+    def add_pending() -> None:
+        if host.seen is not None and request.method == "POST":
+            host.seen.append({"note": host.new_note(), "path": request.path})
+
+    @host.app.after_request
+    def look(response: t.Any) -> t.Any:
+        if host.seen is not None and request.method == "POST":
+            entry = host.seen[-1]
+            entry["pending"] = entry["note"] in host.db.session.new
+            entry["committed"] = host.stored(entry["note"])
+            host.db.session.rollback()
+            entry["after_rollback"] = host.stored(entry["note"])
+            entry["status"] = response.status_code
+        return response
 
 
 @pytest.fixture
@@ -364,132 +385,3 @@ def test_method_leaves_the_hosts_session_alone(host: Host, name: str) -> None:
         assert note not in host.db.session
         assert host.stored(note) == 0
     check(host, result)
-
-
-# -- the pages: POST routes inside a request where the host has pending work --
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert found, "no CSRF token in the page"
-    return found.group(1)
-
-
-def _add_hooks(host: Host) -> None:
-    """Before each POST the host adds a pending object; after the view, note
-    whether it is still pending, roll back, and whether it reached the database."""
-
-    @host.app.before_request
-    def add_pending() -> None:
-        if host.seen is not None and request.method == "POST":
-            host.seen.append({"note": host.new_note(), "path": request.path})
-
-    @host.app.after_request
-    def look(response: t.Any) -> t.Any:
-        if host.seen is not None and request.method == "POST":
-            entry = host.seen[-1]
-            entry["pending"] = entry["note"] in host.db.session.new
-            entry["committed"] = host.stored(entry["note"])
-            host.db.session.rollback()
-            entry["after_rollback"] = host.stored(entry["note"])
-            entry["status"] = response.status_code
-        return response
-
-
-def watch_requests(host: Host) -> list[dict[str, t.Any]]:
-    host.seen = []
-    return host.seen
-
-
-def assert_untouched(seen: list[dict[str, t.Any]], status: int = 302) -> None:
-    (entry,) = seen
-    assert entry["status"] == status, entry
-    assert entry["pending"] is True, entry
-    assert entry["committed"] == 0 and entry["after_rollback"] == 0, entry
-
-
-SETTINGS_FORM = {
-    "enabled": "y",
-    "region": "eu",
-    "track_event": "Saved By The Page",
-    "trait_prefix": "page_",
-    "send_all": "all",
-}
-
-
-def test_settings_page_save(host: Host) -> None:
-    seen = watch_requests(host)
-    client = host.app.test_client()
-    token = csrf_token(client.get(PAGES).get_data(as_text=True))
-    client.post(PAGES, data={"csrf_token": token, **SETTINGS_FORM})
-    assert_untouched(seen)
-    with host.app.app_context():
-        saved = host.ext.settings()
-        stored = workspaces.stored(host.app.extensions["refiner_segment"], "default")
-    assert (saved.track_event, saved.trait_prefix) == ("Saved By The Page", "page_")
-    assert stored.trait_prefix == "page_"
-
-
-@pytest.mark.parametrize(
-    "path, data, status",
-    [
-        ("test", {}, 302),
-        ("retry-failed", {}, 302),
-        ("webhook-secret", {"secret": "whsec-7a7a"}, 302),
-        ("backfill", {"days": "30"}, 302),
-    ],
-)
-def test_settings_page_actions(host: Host, path: str, data: dict, status: int):
-    seen = watch_requests(host)
-    client = host.app.test_client()
-    token = csrf_token(client.get(PAGES).get_data(as_text=True))
-    client.post(PAGES + path, data={"csrf_token": token, **data})
-    assert_untouched(seen, status)
-
-
-def test_settings_page_rotate_key(host: Host) -> None:
-    # The default workspace's inbound key comes from config here: use another.
-    host.ext.workspace_loader(lambda: "ws-b")
-    seen = watch_requests(host)
-    client = host.app.test_client()
-    token = csrf_token(client.get(PAGES).get_data(as_text=True))
-    client.post(PAGES + "rotate-key", data={"csrf_token": token})
-    assert_untouched(seen, 200)  # the new key is shown in this response
-    with host.app.app_context():
-        row = workspaces.stored(host.app.extensions["refiner_segment"], "ws-b")
-    assert row is not None and row.inbound_key_hash is not None
-
-
-def test_segments_pages_create_and_delete(host: Host) -> None:
-    seen = watch_requests(host)
-    client = host.app.test_client()
-    html = client.get(PAGES + "segments/new").get_data(as_text=True)
-    client.post(
-        PAGES + "segments/new",
-        data={
-            "csrf_token": csrf_token(html),
-            "name": "From The Page",
-            "rules": '{"match": "all", "conditions": []}',
-        },
-    )
-    assert_untouched(seen)
-    with host.app.app_context():
-        made = host.ext.get_segment_by_name("From The Page")
-    assert made is not None
-    seen.clear()
-    html = client.get(PAGES + "segments/").get_data(as_text=True)
-    client.post(
-        PAGES + f"segments/{made.id}/delete", data={"csrf_token": csrf_token(html)}
-    )
-    assert_untouched(seen)
-    with host.app.app_context():
-        assert host.ext.get_segment(made.id) is None
-
-
-def test_inbound_route(host: Host) -> None:
-    seen = watch_requests(host)
-    response = post(host.app, identify("ajs-identify-3", "u-3"))
-    assert response.status_code == 200 and response.json["stored"] == 1
-    assert_untouched(seen, 200)
-    with host.app.app_context():
-        assert host.ext.get_profile("u-3") is not None
