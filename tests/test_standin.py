@@ -1,26 +1,22 @@
-"""The Segment stand-in over real HTTP: validation, records, faults, pages."""
+"""The Segment stand-in over real HTTP: auth, validation and what it records.
+
+The request helpers live here; faults are tested in test_standin_faults.py,
+the control endpoints and the page in test_standin_pages.py, serving (a
+separate process, keep-alive, TCP_NODELAY) in test_standin_server.py.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import threading
-import time
 import typing as t
 
 import pytest
 import requests
-from flask_refiner_segment.testing.embedded_redis import free_port
 from flask_refiner_segment.testing.standin import SegmentStandIn
 from flask_refiner_segment.testing.standin import serve
 from flask_refiner_segment.testing.standin_requests import load_body
 from hypothesis import given
 from hypothesis import strategies as st
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Response
 
 KEY = "wk_standin_1234"
 AUTH = (KEY, "")
@@ -226,183 +222,6 @@ def test_single_message_endpoints(segment: t.Any, kind: str) -> None:
     assert requests.post(f"{segment.url}/v1/delete", json=body).status_code == 404
 
 
-def test_faults_status_times_and_retry_after(segment: t.Any) -> None:
-    segment.set_fault(status=429, times=2, retry_after=7)
-    answers = [post(segment, [track(n)]) for n in range(3)]
-    assert [a.status_code for a in answers] == [429, 429, 200]
-    assert answers[0].headers["Retry-After"] == "7"
-    assert answers[0].json()["code"] == "fault"
-    assert segment.message_ids() == ["m-2"] and segment.requests == 3
-    segment.set_fault(status=503)  # until cleared
-    assert [post(segment, [track(9)]).status_code for _ in range(3)] == [503] * 3
-    segment.clear_faults()
-    assert post(segment, [track(9)]).status_code == 200
-    segment.set_fault(status=500, times=0)
-    assert post(segment, [track(10)]).status_code == 200
-
-
-def test_fault_delay(segment: t.Any) -> None:
-    segment.set_fault(delay=0.3, times=1)
-    started = time.monotonic()
-    assert post(segment, [track(1)]).status_code == 200
-    assert time.monotonic() - started >= 0.3
-    started = time.monotonic()
-    assert post(segment, [track(2)]).status_code == 200
-    assert time.monotonic() - started < 0.3
-
-
-def test_fault_fail_message_ids(segment: t.Any) -> None:
-    segment.set_fault(fail_message_ids=["m-bad"], status=503, times=1)
-    assert post(segment, [track(1)]).status_code == 503
-    response = post(segment, [track(2), track("bad"), track(3)])
-    assert response.status_code == 400 and "message 1" in response.json()["message"]
-    assert post(segment, [track(2), track(3)]).status_code == 200
-    assert segment.message_ids() == ["m-2", "m-3"]
-    segment.clear_faults()
-    assert post(segment, [track("bad")]).status_code == 200
-
-
-def test_a_fault_of_one_write_key_leaves_the_others(segment: t.Any) -> None:
-    other = ("wk_other_5678", "")
-    segment.set_fault(status=503, write_key="wk_other_5678")
-    assert post(segment, [track(1)]).status_code == 200
-    data = json.dumps({"batch": [track(2)]})
-    headers = {"Content-Type": "application/json"}
-    answers = [
-        requests.post(segment.url + "/v1/batch", data=data, headers=headers, auth=other)
-        for _ in range(2)
-    ]
-    assert [a.status_code for a in answers] == [503, 503]
-    segment.set_fault(status=500, times=1, write_key="wk_other_5678")
-    assert post(segment, [track(3)]).status_code == 200
-    assert [
-        requests.post(
-            segment.url + "/v1/batch", data=data, headers=headers, auth=other
-        ).status_code
-        for _ in range(2)
-    ] == [500, 200]
-    segment.set_fault(status=503, write_key="wk_other_5678")
-    segment.clear_faults("wk_other_5678")
-    assert post(segment, [track(4)], extra={}).status_code == 200
-    assert segment.message_ids() == ["m-1", "m-3", "m-2", "m-4"]
-    assert requests.post(
-        segment.url + "/faults", json={"status": 503, "write_key": KEY}
-    ).json()["success"]
-    assert post(segment, [track(5)]).status_code == 503
-    requests.post(segment.url + "/faults", json={})  # clears every fault
-    assert post(segment, [track(5)]).status_code == 200
-    assert (
-        requests.post(segment.url + "/faults", json={"write_key": ""}).status_code
-        == 400
-    )
-
-
-def test_faults_over_http(segment: t.Any) -> None:
-    url = segment.url + "/faults"
-    assert requests.post(url, json={"status": 500, "times": 1}).json()["success"]
-    assert post(segment, [track()]).status_code == 500
-    requests.post(url, json={"fail_message_ids": ["m-1"]})
-    assert post(segment, [track()]).status_code == 400
-    requests.post(url, json={})
-    assert post(segment, [track()]).status_code == 200
-    for bad in ({"status": 99}, {"times": -1}, {"delay": "x"}, {"nope": 1}, [1],
-                {"fail_message_ids": "m-1"}):  # fmt: skip
-        answer = requests.post(url, json=bad)
-        assert answer.status_code == 400, bad
-    assert post(segment, [track(2)]).status_code == 200
-
-
-def test_messages_stats_and_reset_endpoints(segment: t.Any) -> None:
-    post(segment, [track(1), track(1), {"type": "identify"}])
-    listing = requests.get(segment.url + "/messages").json()
-    assert [m["messageId"] for m in listing["messages"]] == ["m-1"]
-    assert listing["rejected"][0]["reason"] == "no_user_anon_id"
-    assert (listing["duplicates"], listing["duplicate_ids"]) == (1, ["m-1"])
-    assert listing["requests"] == 1
-    stats = requests.get(segment.url + "/stats").json()
-    assert stats == {"accepted": 1, "rejected": 1, "duplicates": 1, "requests": 1}
-    assert requests.post(segment.url + "/reset").ok
-    assert requests.get(segment.url + "/stats").json()["requests"] == 0
-    assert segment.messages == [] and segment.duplicates == 0
-    assert post(segment, [track(1)]).ok and segment.duplicates == 0  # seen ids too
-    assert requests.get(segment.url + "/nope").status_code == 404
-
-
-def test_reset_drops_requests_in_flight(segment: t.Any) -> None:
-    segment.set_fault(delay=0.3, times=1)
-    thread = threading.Thread(target=post, args=(segment, [track(1)]))
-    thread.start()
-    time.sleep(0.1)
-    segment.reset()
-    thread.join()
-    assert segment.messages == []
-
-
-def test_wait_for(segment: t.Any) -> None:
-    assert not segment.wait_for(1, timeout=0.05)
-    threading.Timer(0.1, post, args=(segment, [track(1), track(2)])).start()
-    assert segment.wait_for(2, timeout=5)
-
-
-def test_page_lists_calls_newest_first(segment: t.Any) -> None:
-    post(segment, [{"type": "identify", "userId": "u-1", "traits": {"x": "<b>"}}])
-    post(segment, [{"type": "group", "userId": "u-1", "groupId": "acct-9"}])
-    post(segment, [track(1, properties={"survey": "NPS"})])
-    page = requests.get(segment.url + "/")
-    assert page.headers["Content-Type"].startswith("text/html")
-    text = page.text
-    assert "3 calls received, 0 duplicates dropped, 0" in text
-    assert (
-        text.index("call-track")
-        < text.index("call-group")
-        < text.index("call-identify")
-    )
-    assert "acct-9" in text and "&lt;b&gt;" in text and "<b>" not in text
-
-
-def test_page_when_mounted_under_a_prefix() -> None:
-    standin = SegmentStandIn()
-    app = DispatcherMiddleware(Response("host app"), {"/segment-standin": standin})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}/segment-standin"
-    try:
-        assert requests.post(
-            base + "/v1/batch", json={"batch": [track()]}, auth=AUTH
-        ).ok
-        page = requests.get(base)  # redirected to base + "/"
-        assert page.url == base + "/" and "1 calls received" in page.text
-        assert 'href="messages"' in page.text
-        assert len(requests.get(base + "/messages").json()["messages"]) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_separate_process() -> None:
-    port = free_port()
-    command = [sys.executable, "-m", "flask_refiner_segment.testing.standin", "--port",
-               str(port), "--write-key", KEY, "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = t.cast(t.IO[str], proc.stdout).readline()
-        assert line.strip() == f"Segment stand-in on http://127.0.0.1:{port}"
-        url = f"http://127.0.0.1:{port}"
-        body = {"batch": [track()]}
-        assert (
-            requests.post(url + "/v1/batch", json=body, auth=("x", "")).status_code
-            == 401
-        )
-        assert requests.post(url + "/v1/batch", json=body, auth=AUTH).ok
-        assert (
-            requests.get(url + "/messages").json()["messages"][0]["messageId"] == "m-1"
-        )
-    finally:
-        proc.terminate()
-        assert proc.wait(5) == 0
-        t.cast(t.IO[str], proc.stdout).close()
-
-
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -429,46 +248,3 @@ def test_load_matches_json_loads(value: t.Any, separators: tuple[str, str]) -> N
                 load_body(broken)
         else:
             assert json.dumps(load_body(broken)[0]) == json.dumps(expected)
-
-
-def test_a_session_keeps_its_connection_alive_until_the_stand_in_stops() -> None:
-    """HTTP/1.1 keep-alive: a client's requests share one connection (as a
-    serve job's session does with Segment); stopping the stand-in drops it,
-    so the client then finds nothing listening."""
-    standin = SegmentStandIn()
-    server = serve(standin)
-    session = requests.Session()
-    try:
-        for n in range(3):
-            answer = session.post(
-                server.url + "/v1/batch", json={"batch": [track(f"m-{n}")]}, auth=AUTH
-            )
-            assert answer.ok and "close" not in answer.headers.get("Connection", "")
-        assert session.get(server.url + "/stats").json()["accepted"] == 3
-        assert server.server.accepted == 1
-        closing = session.get(server.url + "/stats", headers={"Connection": "close"})
-        assert closing.headers["Connection"] == "close"
-        session.get(server.url + "/stats")
-        assert server.server.accepted == 2  # a new one after the close
-    finally:
-        server.shutdown()
-    with pytest.raises(requests.ConnectionError):
-        session.get(server.url + "/stats", timeout=5)
-    session.close()
-
-
-def test_answers_are_not_held_back_by_nagle() -> None:
-    """An answer is two writes (headers, then body): with Nagle's algorithm on
-    a keep-alive connection the body waits for the client's delayed ACK, tens
-    of milliseconds a request, and the stand-in, not the code under test, sets
-    the pace. Its connections have ``TCP_NODELAY``."""
-    standin = SegmentStandIn()
-    server = serve(standin)
-    session = requests.Session()
-    try:
-        assert session.get(server.url + "/stats").ok
-        (sock,) = server.server._open
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        session.close()
-        server.shutdown()
