@@ -136,8 +136,14 @@ def test_newcomer_walk(example: Demo) -> None:
             # 1. The settings page, in the app's layout, is not locked: the
             # stand-in is the custom data plane, the key is for us to paste.
             page.click("#nav-settings")
+            # The click returns once the navigation commits, before the new
+            # page is parsed (#app-nav is on the old page too): wait for it.
+            expect(page.locator("#nav-settings")).to_have_attribute(
+                "aria-current", "page"
+            )
+            page.wait_for_load_state()
             expect(page.locator("#app-nav")).to_be_visible()
-            assert page.is_visible("#no-key-banner")
+            expect(page.locator("#no-key-banner")).to_be_visible()
             assert page.is_checked("input[name=region][value=custom]")
             assert page.input_value("#custom_api_host").endswith("/segment-standin")
             assert page.is_enabled("#write_key")
@@ -157,6 +163,7 @@ def test_newcomer_walk(example: Demo) -> None:
             # ... complete a survey, see the three calls.
             page.click("#nav-surveys")
             page.click("#survey-product-feedback")
+            expect(page.locator("#submit-survey")).to_be_visible()  # parsed
             assert page.locator("#already-answered").count() == 0
             page.check("input[name=role][value=Engineer]")
             page.check("input[name=tools][value=Segment]")
