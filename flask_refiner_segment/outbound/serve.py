@@ -50,8 +50,14 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("flask_refiner_segment")
 
 #: After the first turn of a round finished, how long the serve job waits at
-#: most for a thread's worth of others, to settle them together (s).
+#: most for the others in flight, to settle them together (s).
 GATHER_SECONDS = 0.01
+
+#: Turns in flight per sending thread: claimed, frozen and settled together,
+#: so a round's database work is shared by this many turns per thread. A
+#: queued turn waits behind at most this many requests per thread (each up
+#: to ``READ_TIMEOUT``): keep it well within ``LEASE_SECONDS``.
+TURNS_PER_THREAD = 8
 
 
 class Server:
@@ -134,10 +140,11 @@ class Server:
         sessions: Sessions,
     ) -> None:
         """Start the turns of a round: the workspaces whose turn goes on, then
-        due ones off the ready set, up to twice the threads in flight. Their
+        due ones off the ready set, up to ``TURNS_PER_THREAD`` per thread in
+        flight. Their
         deliveries are claimed in one statement, their messages frozen in
         one; then each workspace's requests go on a thread."""
-        free = 2 * self.threads - len(self.running)
+        free = TURNS_PER_THREAD * self.threads - len(self.running)
         if free <= 0:
             return
         found, self.again = self.again[:free], self.again[free:]
@@ -205,7 +212,7 @@ class Server:
 
     def _gather(self) -> None:
         """Wait for turns to finish: the first (for up to ``BATCH_LINGER``),
-        then for up to ``GATHER_SECONDS`` more until a thread's worth are done,
+        then for up to ``GATHER_SECONDS`` more until all in flight are done,
         so that their state changes, and the claims of the next round, go to
         the database together instead of one turn at a time."""
         if not self.running:
@@ -218,7 +225,7 @@ class Server:
         with self._done:
             if not self._done.wait_for(lambda: finished() > 0, timeout=linger):
                 return
-            want = min(self.threads, len(self.running))
+            want = len(self.running)
             self._done.wait_for(
                 lambda: finished() >= want, timeout=min(GATHER_SECONDS, linger)
             )
