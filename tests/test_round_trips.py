@@ -40,6 +40,15 @@ def pg(app: Flask) -> t.Iterator[tuple[Flask, t.Any, t.Any]]:
         TripNote.__table__.drop(db.engine)
 
 
+def _sent_round_trips(trace: t.IO[bytes]) -> int:
+    """The round trips in a libpq trace: each client message that ends one
+    (``Sync`` in the extended protocol, ``Query`` in the simple one)."""
+    trace.seek(0)
+    lines = trace.read().decode().splitlines()
+    sent = [line.split("\t") for line in lines if line.startswith("F\t")]
+    return sum(1 for f in sent if f[2].strip() in ("Sync", "Query"))
+
+
 @contextlib.contextmanager
 def round_trips(db: t.Any) -> t.Iterator[list[int]]:
     """Count the client's round trips on ``db.session``'s connection: each
@@ -53,10 +62,7 @@ def round_trips(db: t.Any) -> t.Iterator[list[int]]:
             yield counted
         finally:
             dbapi.pgconn.untrace()
-        trace.seek(0)
-        lines = trace.read().decode().splitlines()
-    sent = [line.split("\t") for line in lines if line.startswith("F\t")]
-    counted.append(sum(1 for f in sent if f[2].strip() in ("Sync", "Query")))
+        counted.append(_sent_round_trips(trace))
 
 
 def test_recording_inside_the_transaction_is_one_round_trip(pg):
@@ -120,10 +126,7 @@ def engine_round_trips(engine: sa.Engine) -> t.Iterator[list[int]]:
         finally:
             sa.event.remove(engine, "checkout", checkout)
             sa.event.remove(engine, "checkin", checkin)
-        trace.seek(0)
-        lines = trace.read().decode().splitlines()
-    sent = [line.split("\t") for line in lines if line.startswith("F\t")]
-    counted.append(sum(1 for f in sent if f[2].strip() in ("Sync", "Query")))
+        counted.append(_sent_round_trips(trace))
 
 
 def test_reading_settings_is_one_round_trip(app):
