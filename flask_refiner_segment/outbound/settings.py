@@ -146,7 +146,7 @@ def _derived(state: State, workspace_id: str, row: t.Any) -> WorkspaceSettings:
     derived: dict[str, tuple[t.Any, WorkspaceSettings]] = state.local(
         "settings_derived", dict
     )
-    if len(derived) > 10_000:
+    if len(derived) > SNAPSHOT_MAX:
         derived.clear()
     stamp = None if row is None else (row.updated_at, row.id)
     hit = derived.get(workspace_id)
