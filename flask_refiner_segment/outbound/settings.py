@@ -107,8 +107,7 @@ def load(state: State, workspace_id: str, *, fresh: bool = False) -> WorkspaceSe
         row = _snapshot_row(state, workspace_id)
         if row is not None:
             found = _derived(state, workspace_id, row)
-            if found.sendable:
-                cache.put(workspace_id, found)
+            if found.sendable:  # not cached again: it lives as long as the snapshot
                 return found
     found = _effective(state, workspace_id, workspaces.stored(state, workspace_id))
     cache.put(workspace_id, found)
