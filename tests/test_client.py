@@ -108,11 +108,14 @@ def test_classify_status(status: int, outcome: str) -> None:
 
 
 def test_ok(client: SegmentClient, segment: t.Any) -> None:
+    started = time.monotonic()
     result = client.send([TRACK])
+    took = time.monotonic() - started
     assert isinstance(result, SendResult)
     assert (result.outcome, result.status_code, result.error) == ("ok", 200, "")
     assert json.loads(result.body) == {"success": True}
-    assert result.retry_after is None and 0 < result.elapsed < 1
+    # Seconds, measured around the request (not milliseconds).
+    assert result.retry_after is None and 0 < result.elapsed <= took
     assert segment.message_ids() == ["m-1"] and segment.rejected == []
 
 
@@ -209,14 +212,14 @@ def test_connection_refused_is_retryable_and_clean() -> None:
 
 
 def test_read_timeout_is_retryable(client: SegmentClient, segment: t.Any) -> None:
-    segment.set_fault(delay=0.6, times=1)
+    segment.set_fault(delay=1.5, times=1)
     started = time.monotonic()
     result = client.send([TRACK])
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.5  # it did not wait for the answer
     assert (result.outcome, result.status_code) == ("retry", None)
     assert result.error == f"timed out after 0.2s waiting for {segment.url}/v1/batch"
     # Segment may still have received it: the retry is deduplicated.
-    assert segment.wait_for(1, timeout=2)
+    assert segment.wait_for(1, timeout=10)
     assert client.send([TRACK]).outcome == "ok" and segment.duplicates == 1
 
 
