@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
+import typing as t
 
 import pytest
+from flask_refiner_segment.core import messages as messages_module
 from flask_refiner_segment.core.completion import normalize_completion
 from flask_refiner_segment.core.messages import MAX_BATCH_BYTES
 from flask_refiner_segment.core.messages import MAX_BATCH_MESSAGES
@@ -112,11 +113,22 @@ def test_answers_are_cut_to_a_common_byte_length(unit):
     assert plain - len(json.dumps(unit)) + 2 < other <= plain
 
 
-def test_ten_megabyte_answer_is_cut_quickly():
+def test_ten_megabyte_answer_is_cut_quickly(monkeypatch):
+    """Cutting measures the 10 MB message once, then only messages of about
+    the limit (the binary search's builds), never 10 MB per build."""
+    measured: list[int] = []
+
+    def counted(message: t.Any) -> int:
+        measured.append(limit_size(message))
+        return measured[-1]
+
+    monkeypatch.setattr(messages_module, "limit_size", counted)
     completion = make(answers={"essay": "x" * 10_000_000, "other": "é\n" * 50_000})
-    started = time.perf_counter()
     messages = build_messages(completion, OPTIONS)
-    assert time.perf_counter() - started < 3
+    first, searched = measured[:3], measured[3:]  # a build is 3 messages
+    assert max(first) > 10_000_000
+    assert len(searched) >= 3 * 10  # the search built again and again,
+    assert max(searched) < 100 * 1024  # and never with the whole answer
     assert max(sizes(messages)) <= 32 * 1024
     assert messages[-1]["properties"]["truncated_answers"] == ["essay", "other"]
 
