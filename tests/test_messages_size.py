@@ -115,20 +115,31 @@ def test_answers_are_cut_to_a_common_byte_length(unit):
 
 def test_ten_megabyte_answer_is_cut_quickly(monkeypatch):
     """Cutting measures the 10 MB message once, then only messages of about
-    the limit (the binary search's builds), never 10 MB per build."""
+    the limit (the binary search's builds), and the characters of each
+    answer's first 32 KB: never 10 MB per build."""
     measured: list[int] = []
 
     def counted(message: t.Any) -> int:
         measured.append(limit_size(message))
         return measured[-1]
 
+    widths = 0
+    json_width = messages_module._json_width
+
+    def width(ch: str) -> int:
+        nonlocal widths
+        widths += 1
+        return json_width(ch)
+
     monkeypatch.setattr(messages_module, "limit_size", counted)
+    monkeypatch.setattr(messages_module, "_json_width", width)
     completion = make(answers={"essay": "x" * 10_000_000, "other": "é\n" * 50_000})
     messages = build_messages(completion, OPTIONS)
     first, searched = measured[:3], measured[3:]  # a build is 3 messages
     assert max(first) > 10_000_000
     assert len(searched) >= 3 * 10  # the search built again and again,
     assert max(searched) < 100 * 1024  # and never with the whole answer
+    assert widths <= 2 * (32 * 1024 + 1)  # characters measured: each answer's head
     assert max(sizes(messages)) <= 32 * 1024
     assert messages[-1]["properties"]["truncated_answers"] == ["essay", "other"]
 
