@@ -189,10 +189,12 @@ def load(engine: sa.Engine, n: int) -> float:
 def _plan(engine: sa.Engine, table: sa.Table) -> str:
     """The first lines of the plans of the claim's locking SELECT and of one
     prune batch."""
+    now = utcnow()
     due = claims._locked_due(
         table,
-        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= utcnow()),
+        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= now),
         {WS: CLAIM},
+        now,
     )
     old = sa.and_(
         table.c.status.in_(retention.FINISHED),
@@ -204,7 +206,7 @@ def _plan(engine: sa.Engine, table: sa.Table) -> str:
         for name, stmt in (("claim", due), ("prune batch's SELECT", prune)):
             sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
             lines = [r[0] for r in conn.execute(sa.text("EXPLAIN " + sql))]
-            plans.append(f"{name}:\n" + "\n".join(lines[:8]))
+            plans.append(f"{name}:\n" + "\n".join(lines[:12]))
         conn.rollback()
     return "\n".join(plans)
 

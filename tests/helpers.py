@@ -23,6 +23,21 @@ def deliveries(app: t.Any) -> list[t.Any]:
         )
 
 
+def end_backoffs(app: t.Any, at: t.Any = None) -> None:
+    """Every pending delivery of ``app`` is due at ``at`` (default: now), as
+    when its workspace's backoff ends then."""
+    from flask_refiner_segment.tables.base import utcnow
+
+    state = app.extensions["refiner_segment"]
+    table = state.tables.outbound.Delivery.__table__
+    with app.app_context(), state.db.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.status == "pending")
+            .values(next_attempt_at=utcnow() if at is None else at)
+        )
+
+
 def statuses(app: t.Any) -> collections.Counter[str]:
     """How many deliveries of ``app`` have each status."""
     return collections.Counter(r.status for r in deliveries(app))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from flask_refiner_segment.outbound import claims
 from flask_refiner_segment.tables import outbound as models
 from flask_refiner_segment.tables.base import utcnow
 
@@ -19,14 +20,14 @@ from .test_outbox import insert
 from .test_outbox import row
 from .test_outbox import rows
 from .test_outbox import set_values
+from .test_outbox import state_of
 
 # -- claiming ---------------------------------------------------------------
 
 
 def test_claim_leases_due_rows_of_the_workspace_in_id_order(make_app):
     app = make_app(REFINER_SEGMENT_LEASE_SECONDS=90)
-    ids = insert(app, *(row(n) for n in range(4)), row(9, workspace_id="ws-b"))
-    set_values(app, ["r-3"], next_attempt_at=FUTURE)  # backing off: not due
+    ids = insert(app, *(row(n) for n in range(3)), row(9, workspace_id="ws-b"))
     before = utcnow()
     claimed = claim(app, limit=10)
     after = utcnow()
@@ -42,9 +43,35 @@ def test_claim_leases_due_rows_of_the_workspace_in_id_order(make_app):
         assert r.status == models.SENDING
         lease = r.lease_expires_at - dt.timedelta(seconds=90)
         assert before <= lease <= after
-    assert found["r-3"].status == found["r-9"].status == models.PENDING
+    assert found["r-9"].status == models.PENDING
     assert claim(app) == []  # nothing due is left
     assert [r.response_id for r in claim(app, "ws-b")] == ["r-9"]
+
+
+def test_a_workspace_waiting_out_a_backoff_is_not_claimed(app):
+    """One pending delivery not yet due holds its whole workspace back, the
+    deliveries recorded since included: Segment gets one probe per backoff,
+    not one per completion. Other workspaces are claimed as usual."""
+    insert(app, row(1), row(2), row(3, workspace_id="ws-b"))
+    set_values(app, ["r-1"], next_attempt_at=FUTURE, attempts=1)  # backing off
+    assert claim(app) == []  # r-2 is due, but its workspace waits
+    with app.app_context():
+        got = claims.claim_many(state_of(app), {"ws-a": 10, "ws-b": 10})
+    assert list(got) == ["ws-b"]
+    assert [r.response_id for r in got["ws-b"]] == ["r-3"]
+    assert rows(app)["r-2"].status == models.PENDING
+    set_values(app, ["r-1"], next_attempt_at=PAST)  # the backoff ended
+    assert [r.response_id for r in claim(app)] == ["r-1", "r-2"]
+
+
+def test_a_backfill_is_not_held_by_the_live_lane(app):
+    """Backfills have a backoff of their own: a live delivery backing off does
+    not hold back the workspace's backfill."""
+    insert(app, row(1), row(2))
+    set_values(app, ["r-2"], status=models.BACKFILL)
+    set_values(app, ["r-1"], next_attempt_at=FUTURE, attempts=1)
+    got = claim(app, status=models.BACKFILL)
+    assert [r.response_id for r in got] == ["r-2"]
 
 
 def test_claim_takes_at_most_limit_rows(app):

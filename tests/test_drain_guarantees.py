@@ -32,6 +32,7 @@ from .drain_support import flask_worker
 from .drain_support import stop
 from .drain_support import wait_until
 from .helpers import deliveries
+from .helpers import end_backoffs
 from .helpers import statuses
 
 URL = "/integrations/segment/"
@@ -151,6 +152,7 @@ def test_a_retry_scheduled_without_a_scheduler_logs_a_warning(
     warnings = [r.getMessage() for r in caplog.records if "RQ scheduler" in r.message]
     assert warnings and "No RQ scheduler is running for queue" in warnings[0]
     caplog.clear()
+    end_backoffs(app)  # the next completion's turn attempts (and fails) again
     scheduler = RQScheduler([queue_of(app, redis_conn)], connection=redis_conn)
     assert scheduler.acquire_locks()
     try:
@@ -195,10 +197,7 @@ def test_a_recovery_round_kicks_due_workspaces_once_per_interval(app, redis_conn
         assert kick.recover(state, queue) == {"released": 0, "workspaces": 1}
         assert kick.recover(state, queue) is None  # another worker's round
     assert deliver_jobs(queue) == 1
-    table = state.tables.outbound.Delivery.__table__
-    with app.app_context(), state.db.engine.begin() as conn:
-        later = utcnow() + dt.timedelta(hours=1)
-        conn.execute(table.update().values(next_attempt_at=later))
+    end_backoffs(app, utcnow() + dt.timedelta(hours=1))
     queue.empty()
     redis_conn.delete(
         kick.kick_key("default"), ready.serve_key(0), ready.READY_KEY, kick.RECOVERY_KEY

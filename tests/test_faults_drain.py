@@ -1,5 +1,6 @@
 """Fault injection on the drain side: what changes between attempts, workers
-without RQ's scheduler, and two workers on one lease that expired mid-request.
+without RQ's scheduler, Segment down while completions keep arriving, and two
+workers on one lease that expired mid-request.
 
 Like test_faults.py, each test counts what reached the stand-in, and appends a
 row to ``REFINER_FAULT_REPORT`` when it is set.
@@ -7,6 +8,7 @@ row to ``REFINER_FAULT_REPORT`` when it is set.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -111,6 +113,47 @@ def test_worker_without_a_scheduler(app, app_config, segment, redis_conn, tmp_pa
         N,
         segment,
         time.monotonic() - started,
+    )
+    assert segment.duplicates == 0
+
+
+def test_segment_down_while_completions_keep_arriving(
+    app, app_config, segment, tmp_path
+):
+    """Segment answers 503 while a completion arrives every 40 ms: the worker
+    probes once per backoff (0.5 to 1 s here), not once per completion, and
+    sends everything once Segment is back."""
+    env = cli_environment(
+        app_config,
+        REFINER_SEGMENT_BACKOFF_BASE="1",
+        REFINER_SEGMENT_BACKOFF_MAX="1",
+    )
+    arrivals: list[float] = []
+    segment.on_request = lambda: arrivals.append(time.monotonic())
+    segment.set_fault(status=503)
+    n = 60
+    worker = flask_worker(env, tmp_path / "worker.log")
+    try:
+        for i in range(n):
+            send_completion(app, i)
+            time.sleep(0.04)
+        probes = list(arrivals)
+        segment.clear_faults()
+        started = time.monotonic()
+        wait_until(lambda: statuses(app) == {"sent": n}, 30, "sent after the outage")
+        recovered = time.monotonic() - started
+    finally:
+        stop(worker)
+    # Each probe comes after the backoff that the one before started, at least
+    # half a step (0.5 s) later; 2 ms for the clocks of two processes.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(probes)]
+    assert probes and min(gaps, default=0.5) >= 0.498, gaps
+    report(
+        f"Segment answers 503 while completions keep arriving ({len(probes)}"
+        f" requests in {n * 0.04:.1f} s)",
+        n,
+        segment,
+        recovered,
     )
     assert segment.duplicates == 0
 

@@ -19,6 +19,7 @@ from .conftest import drain
 from .conftest import run_worker
 from .conftest import send_completion
 from .helpers import deliveries
+from .helpers import end_backoffs
 from .helpers import statuses
 
 
@@ -81,25 +82,55 @@ def test_503_then_recovery_loses_nothing(make_app, segment, redis_url):
 def test_a_backoff_pushed_past_the_scheduled_retry_gets_a_turn(
     make_app, segment, redis_url
 ):
-    """A retry is scheduled for the end of a backoff; a later failure pushes the
-    workspace's backoff further (one retry stays scheduled, the earlier): the
-    turn that finds nothing due at the earlier time schedules the later."""
-    app = make_app(REFINER_SEGMENT_BACKOFF_BASE=1.0, REFINER_SEGMENT_BACKOFF_MAX=1.0)
-    segment.set_fault(status=429, retry_after="4")  # every backoff is 4 s
+    """A retry is scheduled for the end of a backoff; when the workspace's
+    backoff is pushed further meanwhile (one retry stays scheduled, the
+    earlier), the turn that finds nothing due at the earlier time schedules
+    the later one instead of leaving the workspace to the sweep."""
+    app = make_app(
+        REFINER_SEGMENT_BACKOFF_BASE=1.0,
+        REFINER_SEGMENT_BACKOFF_MAX=1.0,
+        REFINER_SEGMENT_SWEEP_INTERVAL=3600,
+    )
+    segment.set_fault(status=503)
     send_completion(app, 1)
     run_worker(app, redis_url)
     (first,) = deliveries(app)
-    time.sleep(1.5)
-    send_completion(app, 2)
-    run_worker(app, redis_url)
-    rows = deliveries(app)
-    assert [r.attempts for r in rows] == [1, 1]
-    assert all(
-        r.next_attempt_at - first.next_attempt_at > dt.timedelta(seconds=1)
-        for r in rows
-    )
+    assert (first.status, first.attempts) == ("pending", 1)
+    # As a later failed attempt would: the backoff now ends 3 s later.
+    later = first.next_attempt_at + dt.timedelta(seconds=3)
+    end_backoffs(app, later)
     segment.clear_faults()
-    drain(app, redis_url, lambda: statuses(app) == {"sent": 2})
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 1})
+    assert dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) >= later
+    assert len(segment.messages) == 3 and segment.duplicates == 0
+
+
+def test_completions_during_a_backoff_wait_for_it(make_app, segment, redis_url):
+    """Segment down: one probe per backoff, however many completions arrive
+    meanwhile; when the backoff ends they all go in one batch."""
+    app = make_app(  # a backoff no slow machine outlasts: 300 to 600 s
+        REFINER_SEGMENT_BACKOFF_BASE=600.0, REFINER_SEGMENT_BACKOFF_MAX=600.0
+    )
+    segment.set_fault(status=503)
+    send_completion(app, 1)
+    run_worker(app, redis_url)
+    assert segment.requests == 1
+    for n in (2, 3, 4):
+        send_completion(app, n)
+        run_worker(app, redis_url)
+    assert segment.requests == 1  # held back, not one probe per completion
+    rows = deliveries(app)
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 1)] + [
+        ("pending", 0)
+    ] * 3
+    # The backoff ends (as if its time had come); the next completion's turn
+    # sends everything due in one batch request.
+    end_backoffs(app)
+    segment.clear_faults()
+    send_completion(app, 5)
+    drain(app, redis_url, lambda: statuses(app) == {"sent": 5})
+    assert segment.requests == 2
+    assert len(segment.messages) == 15 and segment.duplicates == 0
 
 
 def test_retry_after_is_honoured(app, segment, redis_url):

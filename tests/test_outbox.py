@@ -292,19 +292,21 @@ def test_a_lost_connection_in_a_state_change_is_retried(make_app):
     assert rows(app)["r-1"].status == "sent"
 
 
-def test_next_due_is_the_earliest_pending_of_the_workspace(app):
+def test_next_due_is_when_the_last_pending_of_the_workspace_is_due(app):
+    """A workspace is claimed once none of its pending deliveries waits
+    (``claims.claim_many``): its turn is due when the last of them is."""
     state = state_of(app)
     with app.app_context():
         assert outbox.next_due(state, "ws-a") is None
     insert(app, row(1), row(2), row(3), row(4, workspace_id="ws-b"))
-    early, late = dt.datetime(2030, 1, 1), dt.datetime(2031, 1, 1)
+    late, later = dt.datetime(2031, 1, 1), dt.datetime(2032, 1, 1)
     set_values(app, ["r-1"], next_attempt_at=late)
-    set_values(app, ["r-2"], next_attempt_at=early, status=models.SENDING)
+    set_values(app, ["r-2"], next_attempt_at=later, status=models.SENDING)
     set_values(app, ["r-3"], next_attempt_at=dt.datetime(2030, 6, 1))
     set_values(app, ["r-4"], next_attempt_at=PAST)
     with app.app_context():
         # r-2 is not pending, r-4 is another workspace's.
-        assert outbox.next_due(state, "ws-a") == dt.datetime(2030, 6, 1)
+        assert outbox.next_due(state, "ws-a") == late
         assert outbox.next_due(state, "ws-b") == PAST
 
 

@@ -47,6 +47,11 @@ def claim_many(
     ``limits[workspace]`` each, the oldest first, all under one claim token.
     Returns each workspace's claimed rows in id order (none: left out).
 
+    A workspace with a pending delivery not yet due is held back by a
+    backoff (:func:`.outbox.hold_back`): none of its deliveries is claimed,
+    not even one recorded since, so Segment gets one probe per backoff
+    however many completions arrive meanwhile (backfills have their own).
+
     Safe with several workers: on PostgreSQL each workspace's rows are locked
     by a ``LATERAL .. LIMIT .. FOR UPDATE SKIP LOCKED`` subquery (rows locked
     by a concurrent claim are skipped), and the ``UPDATE`` re-checks
@@ -62,15 +67,16 @@ def claim_many(
     due_by = now if due_by is None else min(due_by, now)
     token = uuid.uuid4().hex
     due = sa.and_(table.c.status == status, table.c.next_attempt_at <= due_by)
+    held = now if status == models.PENDING else None
     chosen: sa.ColumnElement[bool]
     with bookkeeping(state) as conn:
         if conn.dialect.name == "postgresql":
-            ids = list(conn.execute(_locked_due(table, due, limits)).scalars())
+            ids = list(conn.execute(_locked_due(table, due, limits, held)).scalars())
             if not ids:
                 return {}
             chosen = table.c.id.in_(ids)
         else:
-            chosen = _each_due(table, due, limits)
+            chosen = _each_due(table, due, limits, held)
         rows = conn.execute(
             table.update()
             .where(chosen, table.c.status == status)
@@ -97,8 +103,32 @@ def claim_many(
     return claimed
 
 
+def _not_held(
+    table: sa.Table, workspace: sa.ColumnElement[str], now: dt.datetime | None
+) -> sa.ColumnElement[bool]:
+    """``workspace`` does not wait out a backoff at ``now``: none of its
+    pending deliveries is due later (``now`` ``None``: no such check). One
+    probe of the due index; as it reads only the workspace, not the row,
+    both planners evaluate it once per workspace."""
+    if now is None:
+        return sa.true()
+    waiting = table.alias("waiting")
+    return ~(
+        sa.exists()
+        .where(
+            waiting.c.workspace_id == workspace,
+            waiting.c.status == models.PENDING,
+            waiting.c.next_attempt_at > now,
+        )
+        .correlate_except(waiting)
+    )
+
+
 def _locked_due(
-    table: sa.Table, due: sa.ColumnElement[bool], limits: t.Mapping[str, int]
+    table: sa.Table,
+    due: sa.ColumnElement[bool],
+    limits: t.Mapping[str, int],
+    held: dt.datetime | None,
 ) -> sa.Select[tuple[int]]:
     """PostgreSQL: the ids to claim, each workspace's locked first. As ``IN
     (subquery)`` PostgreSQL may run a ``LIMIT .. FOR UPDATE SKIP LOCKED``
@@ -115,7 +145,11 @@ def _locked_due(
     )
     own = (
         sa.select(table.c.id)
-        .where(table.c.workspace_id == wanted.c.ws, due)
+        .where(
+            table.c.workspace_id == wanted.c.ws,
+            due,
+            _not_held(table, wanted.c.ws, held),
+        )
         .order_by(table.c.id)
         .limit(wanted.c.n)
         .with_for_update(skip_locked=True)
@@ -125,7 +159,10 @@ def _locked_due(
 
 
 def _each_due(
-    table: sa.Table, due: sa.ColumnElement[bool], limits: t.Mapping[str, int]
+    table: sa.Table,
+    due: sa.ColumnElement[bool],
+    limits: t.Mapping[str, int],
+    held: dt.datetime | None,
 ) -> sa.ColumnElement[bool]:
     """SQLite: the ids to claim, each workspace's by its own ``ORDER BY id
     LIMIT n`` (the claim index, whatever its backlog), joined by ``UNION ALL``
@@ -134,7 +171,11 @@ def _each_due(
     for ws, n in limits.items():
         own = (
             sa.select(table.c.id)
-            .where(table.c.workspace_id == ws, due)
+            .where(
+                table.c.workspace_id == ws,
+                due,
+                _not_held(table, sa.literal(ws), held),
+            )
             .order_by(table.c.id)
             .limit(n)
             .subquery()

@@ -96,7 +96,8 @@ def hold_back(
     conn: sa.Connection, table: sa.Table, workspace_id: str, next_at: dt.datetime
 ) -> None:
     """The workspace's source fails: none of its pending deliveries is due
-    before ``next_at`` (their attempt count is unchanged)."""
+    before ``next_at`` (their attempt count is unchanged), and none recorded
+    meanwhile is claimed before then (:func:`.claims.claim_many`)."""
     conn.execute(
         table.update()
         .where(
@@ -111,12 +112,13 @@ def hold_back(
 def next_due_many(
     conn: sa.Connection, table: sa.Table, workspace_ids: t.Collection[str]
 ) -> dict[str, dt.datetime]:
-    """When the earliest pending delivery of each workspace is due (those
-    with none pending are left out)."""
+    """When each workspace's pending deliveries are due (those with none
+    pending are left out): when the last is, as a workspace is claimed only
+    once none waits (:func:`.claims.claim_many`)."""
     if not workspace_ids:
         return {}
     query = (
-        sa.select(table.c.workspace_id, sa.func.min(table.c.next_attempt_at))
+        sa.select(table.c.workspace_id, sa.func.max(table.c.next_attempt_at))
         .where(
             table.c.workspace_id.in_(list(workspace_ids)),
             table.c.status == models.PENDING,
@@ -298,7 +300,7 @@ def release(
 
 
 def next_due(state: State, workspace_id: str) -> dt.datetime | None:
-    """When the earliest pending delivery of a workspace is due."""
+    """When a workspace's pending deliveries are due (:func:`next_due_many`)."""
     with state.db.engine.connect() as conn:
         found = next_due_many(conn, delivery_table(state), [workspace_id])
     return found.get(workspace_id)
