@@ -234,17 +234,29 @@ def send_completion(app: Flask, n: int = 1, **kwargs: t.Any) -> None:
         hostapp.survey_completed.send(app, **completion(n, **kwargs))
 
 
-def run_worker(app: Flask, redis_url: str) -> None:
-    """A real RQ worker (no fork) with its scheduler, in burst mode."""
+def run_worker(app: Flask, redis_url: str, *, backfill: bool = False) -> None:
+    """A real RQ worker (no fork) with its scheduler, in burst mode, on the
+    live queue (with ``backfill``, then the backfill queue).
+
+    RQ's worker makes SIGINT and SIGTERM request its warm shutdown and leaves
+    them so: they are put back, or Ctrl-C (or a CI's SIGTERM) would no longer
+    stop the test run once a worker has run.
+    """
     from rq import Queue
     from rq import SimpleWorker
 
     state = app.extensions["refiner_segment"]
     conn = redis.Redis.from_url(redis_url)
-    queue = Queue(state.config.queue, connection=conn)
-    with app.app_context():
-        SimpleWorker([queue], connection=conn).work(burst=True, with_scheduler=True)
-    conn.close()
+    names = [state.config.queue] + ([state.config.backfill_queue] if backfill else [])
+    queues = [Queue(name, connection=conn) for name in names]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with app.app_context():
+            SimpleWorker(queues, connection=conn).work(burst=True, with_scheduler=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        conn.close()
 
 
 def drain(

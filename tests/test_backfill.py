@@ -11,17 +11,16 @@ import time
 import typing as t
 
 import pytest
-import redis
 from flask_refiner_segment.outbound import backfill as backfills
 from flask_refiner_segment.outbound import backfill_send
 from flask_refiner_segment.outbound import settings as outbound_settings
 from rq import Queue
-from rq import SimpleWorker
 
 from . import hostapp
 from .conftest import ROOT
 from .conftest import cli_environment
 from .conftest import flask_cli
+from .conftest import run_worker
 from .conftest import send_completion
 from .helpers import deliveries
 from .helpers import statuses
@@ -34,15 +33,7 @@ SINCE = "2026-01-01"
 
 def work(app: t.Any, redis_url: str) -> None:
     """A real RQ worker on the live queue, then the backfill queue, in burst mode."""
-    state = app.extensions["refiner_segment"]
-    conn = redis.Redis.from_url(redis_url)
-    queues = [
-        Queue(state.config.queue, connection=conn),
-        Queue(state.config.backfill_queue, connection=conn),
-    ]
-    with app.app_context():
-        SimpleWorker(queues, connection=conn).work(burst=True, with_scheduler=True)
-    conn.close()
+    run_worker(app, redis_url, backfill=True)
 
 
 def work_until(
