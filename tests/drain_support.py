@@ -40,41 +40,60 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m <args>`` in a session of its own, once it registered
     as an RQ worker; its output goes to ``log``."""
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
+    return start_workers(env, args, [log])[0]
+
+
+def start_workers(
+    env: dict[str, str], args: list[str], logs: t.Sequence[Path | None]
+) -> list[subprocess.Popen[bytes]]:
+    """Start one ``python -m <args>`` per log (all at once, each in a session
+    of its own), then wait until every one registered as an RQ worker."""
+    procs = []
+    for log in logs:
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *args],
+                    env={**os.environ, **env},
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        finally:
+            if log is not None:
+                out.close()  # type: ignore[union-attr]
     connection = redis.Redis.from_url(env["REFINER_SEGMENT_REDIS_URL"])
     try:
-        wait_until(
-            lambda: (
-                proc.poll() is not None
-                or any(w.pid == proc.pid for w in Worker.all(connection=connection))
-            ),
-            60,
-            "the worker registers",
-        )
+        for proc in procs:
+            wait_until(
+                lambda proc=proc: (
+                    proc.poll() is not None
+                    or any(w.pid == proc.pid for w in Worker.all(connection=connection))
+                ),
+                60,
+                "the worker registers",
+            )
+            assert proc.poll() is None, "the worker exited"
     finally:
         connection.close()
-    assert proc.poll() is None, "the worker exited"
-    return proc
+    return procs
+
+
+#: ``flask refiner-segment worker`` on the test host app.
+FLASK_WORKER = [
+    *("flask", "--app", "tests.hostapp:create_app"),
+    *("refiner-segment", "worker"),
+]
 
 
 def flask_worker(
     env: dict[str, str], log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """``flask refiner-segment worker`` (with RQ's scheduler)."""
-    args = ["flask", "--app", "tests.hostapp:create_app", "refiner-segment", "worker"]
-    return start_worker(env, args, log)
+    return start_worker(env, FLASK_WORKER, log)
 
 
 def plain_worker(

@@ -17,7 +17,9 @@ from rq import Worker
 
 from .conftest import cli_environment
 from .conftest import send_completion
+from .drain_support import FLASK_WORKER
 from .drain_support import flask_worker
+from .drain_support import start_workers
 from .drain_support import stop
 from .drain_support import wait_until
 
@@ -124,15 +126,19 @@ def test_a_thousand_workspaces_shared_by_two_workers(
     app = tenant_app(make_app, 1000)
     names = workspaces(1000)
     segment.keep_bodies = True
-    # Two turns at a time per job, each at least 20 ms: more is due than one
-    # worker takes, so its serve job starts another, for the other worker.
+    # All 1,000 are due before the two workers start (together), and each turn
+    # takes at least 20 ms (one worker alone would take 10 s): more is due
+    # than one serve job takes, so it starts another, which the other worker
+    # runs. With the workers started first, a producer slower than one worker
+    # (a loaded machine) never made a second job, and the test timed out.
     segment.set_fault(delay=0.02)
+    for n, ws in enumerate(names):
+        send_completion(app, n, workspace_id=ws, user_id=f"{ws}:u-{n}")
     env = env_for(app_config, REFINER_SEGMENT_SEND_THREADS="2")
-    workers = [flask_worker(env, tmp_path / f"worker-{k}.log") for k in (1, 2)]
+    logs = [tmp_path / f"worker-{k}.log" for k in (1, 2)]
+    workers = start_workers(env, FLASK_WORKER, logs)
     connection = redis.Redis.from_url(redis_url)
     try:
-        for n, ws in enumerate(names):
-            send_completion(app, n, workspace_id=ws, user_id=f"{ws}:u-{n}")
         wait_until(lambda: len(segment.messages) >= 3000, 300, "3,000 messages")
 
         def jobs_done() -> list[int]:
